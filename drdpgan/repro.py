@@ -1,0 +1,217 @@
+"""Reproducibility plumbing: seeds, deterministic kernels, project paths, atomic writes, artifact cache.
+
+Everything that makes two runs of a notebook print the same checked numbers lives here,
+so notebooks only call :func:`seed_everything` and :class:`ArtifactCache`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+# --------------------------------------------------------------------------- paths
+
+
+def project_root() -> Path:
+    """The checkout's root: the folder holding ``pyproject.toml`` above this package.
+
+    ``DRDPGAN_ROOT`` overrides it (for an installed package used outside a checkout).
+    """
+    env = os.environ.get("DRDPGAN_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = Path(__file__).resolve().parent
+    for cand in (here, *here.parents):
+        if (cand / "pyproject.toml").is_file() and (cand / "drdpgan").is_dir():
+            return cand
+    # Installed without a checkout: work in the current folder.
+    return Path.cwd().resolve()
+
+
+def artifacts_dir(profile: str) -> Path:
+    """``artifacts/<profile>/``: the ignored cache of generated data and trained networks."""
+    return project_root() / "artifacts" / profile
+
+
+def reports_dir(profile: str) -> Path:
+    """``reports/<profile>/``: executed notebooks, tables, figures, metrics of a pipeline run."""
+    return project_root() / "reports" / profile
+
+
+def shared_data_dir() -> Path:
+    """``../shared/data`` beside the checkout (present on the project's machines, optional elsewhere)."""
+    return project_root().parent / "shared" / "data"
+
+
+# --------------------------------------------------------------------------- determinism
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
+    """Seed Python, NumPy and torch; switch torch to deterministic algorithms.
+
+    Returns a ``torch.Generator`` seeded with ``seed`` for code that wants an explicit one.
+    """
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        if hasattr(torch.backends, "cudnn"):
+            torch.backends.cudnn.benchmark = False
+            torch.backends.cudnn.deterministic = True
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+def make_generator(seed: int) -> torch.Generator:
+    """An explicit CPU ``torch.Generator`` seeded with ``seed``."""
+    g = torch.Generator()
+    g.manual_seed(int(seed))
+    return g
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    A reader never sees a half-written file, and a crash leaves the old file intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n")
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Dataclasses, paths, numpy and torch scalars -> plain JSON types."""
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return to_jsonable(asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (np.generic,)):
+        return obj.item()
+    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
+        return obj.item()
+    if isinstance(obj, (np.ndarray, torch.Tensor)):
+        return obj.tolist()
+    return obj
+
+
+def config_hash(config: Any, length: int = 12) -> str:
+    """A stable short hash of a JSON-able config (dict order does not matter)."""
+    blob = json.dumps(to_jsonable(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:length]
+
+
+# --------------------------------------------------------------------------- artifact cache
+
+
+def force_rebuild_requested() -> bool:
+    """True when the pipeline runner was called with ``--force`` (it sets ``DRDPGAN_FORCE=1``)."""
+    return os.environ.get("DRDPGAN_FORCE", "") not in ("", "0", "false", "False")
+
+
+class ArtifactCache:
+    """Generated data and trained networks under ``artifacts/<profile>/<name>-<confighash>/``.
+
+    ``get(name, config, build)`` returns the folder of a finished artifact, building it first
+    when it is missing (or when ``--force`` was given to the runner). ``build(tmpdir)`` writes
+    its files into a fresh temporary folder; only when it returns is that folder renamed into
+    place next to a ``config.json``, so an interrupted build never leaves a half artifact that
+    a later run would trust.
+    """
+
+    def __init__(self, profile: str, root: str | os.PathLike | None = None):
+        self.profile = profile
+        self.root = Path(root) if root is not None else artifacts_dir(profile)
+        self._forced: set[str] = set()
+
+    def path(self, name: str, config: Any) -> Path:
+        return self.root / f"{name}-{config_hash(config)}"
+
+    def exists(self, name: str, config: Any) -> bool:
+        return (self.path(name, config) / "config.json").is_file()
+
+    def get(
+        self,
+        name: str,
+        config: Any,
+        build: Callable[[Path], Any],
+        force: bool | None = None,
+        verbose: bool = True,
+    ) -> Path:
+        final = self.path(name, config)
+        if force is None:
+            # --force rebuilds each artifact once per process, not on every access.
+            force = force_rebuild_requested() and str(final) not in self._forced
+        if (final / "config.json").is_file() and not force:
+            if verbose:
+                print(f"[cache] {name}: reusing {final.relative_to(self.root.parent.parent)}")
+            return final
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=self.root))
+        t0 = time.perf_counter()
+        try:
+            if verbose:
+                print(f"[cache] {name}: building ({'forced' if force else 'missing'})")
+            build(tmp)
+            atomic_write_json(tmp / "config.json", {"name": name, "config": config})
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        self._forced.add(str(final))
+        if verbose:
+            print(f"[cache] {name}: built in {time.perf_counter() - t0:.1f} s")
+        return final

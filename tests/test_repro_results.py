@@ -1,0 +1,84 @@
+"""Seeds, atomic writes, the artifact cache and the metrics recorder."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from drdpgan.repro import ArtifactCache, atomic_path, atomic_write_json, config_hash, seed_everything
+from drdpgan.results import METRIC_KEYS, Recorder, documented_key, merge_metrics
+
+
+def test_seed_everything_repeats_draws():
+    seed_everything(3)
+    a = torch.randn(5)
+    g = seed_everything(3)
+    assert torch.equal(a, torch.randn(5))
+    assert torch.equal(torch.randn(3, generator=g), torch.randn(3, generator=seed_everything(3)))
+
+
+def test_atomic_path_keeps_old_file_when_writer_fails(tmp_path):
+    target = tmp_path / "x.json"
+    atomic_write_json(target, {"a": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_config_hash_ignores_key_order():
+    assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
+    assert config_hash({"a": 1}) != config_hash({"a": 2})
+
+
+def test_cache_builds_once_and_failed_build_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.delenv("DRDPGAN_FORCE", raising=False)
+    cache = ArtifactCache("t", root=tmp_path)
+    calls = []
+
+    def build(d):
+        calls.append(1)
+        (d / "f.txt").write_text("ok")
+
+    p1 = cache.get("a", {"k": 1}, build, verbose=False)
+    p2 = cache.get("a", {"k": 1}, build, verbose=False)
+    assert p1 == p2 and len(calls) == 1 and (p1 / "f.txt").read_text() == "ok"
+
+    def broken(d):
+        (d / "f.txt").write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cache.get("b", {"k": 1}, broken, verbose=False)
+    assert not cache.exists("b", {"k": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [p1.name]
+
+    monkeypatch.setenv("DRDPGAN_FORCE", "1")  # as the runner sets it for a new kernel
+    forced = ArtifactCache("t", root=tmp_path)
+    forced.get("a", {"k": 1}, build, verbose=False)
+    forced.get("a", {"k": 1}, build, verbose=False)  # rebuilt once per process, then reused
+    assert len(calls) == 2
+
+
+def test_recorder_refuses_undocumented_and_nonfinite(tmp_path, monkeypatch):
+    monkeypatch.setenv("DRDPGAN_RUN_DIR", str(tmp_path))
+    rec = Recorder("99_test", "smoke")
+    rec.record("rec.psnr", 30.123456, digits=2)
+    rec.record("ablation.7.rec_cos", 0.5)
+    with pytest.raises(KeyError, match="rec.pnsr"):
+        rec.record("rec.pnsr", 1.0)
+    with pytest.raises(ValueError):
+        rec.record("rec.mae", float("nan"))
+    assert json.loads((tmp_path / "metrics" / "99_test.json").read_text()) == {
+        "rec.psnr": 30.12, "ablation.7.rec_cos": 0.5}
+    assert merge_metrics(tmp_path) == {"rec.psnr": 30.12, "ablation.7.rec_cos": 0.5}
+
+
+def test_metric_keys_documented():
+    assert documented_key("ablation.12.cls_acc_recovered") == "ablation.<n>.cls_acc_recovered"
+    assert documented_key("ablation.x.rec_cos") is None
+    assert all(desc for desc in METRIC_KEYS.values())
