@@ -1,0 +1,135 @@
+"""One checkpoint format and one loading API for every network of the package.
+
+A checkpoint is a single ``.pt`` file written atomically::
+
+    {"format": 1, "kind": "identity_encoder", "config": {...}, "state_dict": {...},
+     "metrics": {...}, "extra": {...}}
+
+``kind`` names an entry of :data:`MODEL_KINDS` (model class and config dataclass, imported
+lazily); :func:`load_model` rebuilds the model from its config and loads its weights, so a
+notebook never needs to know how a network was configured to use it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import asdict, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .repro import atomic_torch_save, to_jsonable
+
+FORMAT = 1
+
+#: kind -> ("module:ModelClass", "module:ConfigClass")
+MODEL_KINDS: dict[str, tuple[str, str]] = {
+    "identity_encoder": ("drdpgan.models.identity:IdentityEncoder", "drdpgan.models.identity:IdentityEncoderConfig"),
+    "prior3d": ("drdpgan.models.prior3d:Prior3DRegressor", "drdpgan.models.prior3d:Prior3DConfig"),
+    "facenet_evaluator": ("drdpgan.models.facenet:FaceNetEvaluator", "drdpgan.models.facenet:FaceNetConfig"),
+    "stylegan2_generator": ("drdpgan.models.stylegan2:StyleGAN2Generator", "drdpgan.models.stylegan2:StyleGAN2Config"),
+    "stylegan2_discriminator": (
+        "drdpgan.models.discriminator:StyleGAN2Discriminator",
+        "drdpgan.models.stylegan2:StyleGAN2Config",
+    ),
+}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: names the file and the problem."""
+
+
+def _resolve(spec: str):
+    module, name = spec.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def kind_of(model: torch.nn.Module) -> str:
+    for kind, (model_spec, _) in MODEL_KINDS.items():
+        module, name = model_spec.split(":")
+        if type(model).__name__ == name and type(model).__module__ == module:
+            return kind
+    raise CheckpointError(f"{type(model).__name__} is not registered in drdpgan.checkpoints.MODEL_KINDS")
+
+
+def config_from_dict(cls, data: dict[str, Any]):
+    """Rebuild a (possibly nested) config dataclass from its ``asdict`` form; unknown keys are an error."""
+    names = {f.name: f for f in fields(cls)}
+    unknown = set(data) - set(names)
+    if unknown:
+        raise CheckpointError(f"config for {cls.__name__} has unknown fields {sorted(unknown)}")
+    kwargs = {}
+    for k, v in data.items():
+        ftype = names[k].type
+        target = _resolve_type(cls, ftype)
+        kwargs[k] = config_from_dict(target, v) if target is not None and isinstance(v, dict) else v
+        if isinstance(kwargs[k], list) and isinstance(getattr(cls, k, None), tuple):
+            kwargs[k] = tuple(kwargs[k])
+    return cls(**kwargs)
+
+
+def _resolve_type(cls, ftype):
+    if is_dataclass(ftype):
+        return ftype
+    if isinstance(ftype, str):
+        mod = importlib.import_module(cls.__module__)
+        cand = getattr(mod, ftype, None)
+        if cand is not None and is_dataclass(cand):
+            return cand
+    return None
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: torch.nn.Module,
+    metrics: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    kind: str | None = None,
+) -> Path:
+    """Write ``model`` (which must have a dataclass ``.cfg``) with its config and metrics, atomically."""
+    kind = kind or kind_of(model)
+    cfg = getattr(model, "cfg", None)
+    if cfg is None or not is_dataclass(cfg):
+        raise CheckpointError(f"{type(model).__name__} has no dataclass .cfg; cannot checkpoint it")
+    payload = {
+        "format": FORMAT,
+        "kind": kind,
+        "config": to_jsonable(asdict(cfg)),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "metrics": to_jsonable(metrics or {}),
+        "extra": extra or {},
+    }
+    return atomic_torch_save(payload, path)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The raw checkpoint dict, validated (clear errors for missing, corrupt or foreign files)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT or "kind" not in payload:
+        raise CheckpointError(f"{path}: not a drdpgan checkpoint (format {FORMAT} with a 'kind')")
+    if payload["kind"] not in MODEL_KINDS:
+        raise CheckpointError(f"{path}: unknown model kind {payload['kind']!r}")
+    return payload
+
+
+def load_model(path: str | Path, eval_mode: bool = True) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the network stored at ``path``; returns ``(model, info)`` with info = config, metrics, extra."""
+    payload = read_checkpoint(path)
+    model_spec, cfg_spec = MODEL_KINDS[payload["kind"]]
+    cfg = config_from_dict(_resolve(cfg_spec), payload["config"])
+    model = _resolve(model_spec)(cfg)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit {payload['kind']} with its stored config ({e})") from e
+    if eval_mode:
+        model.eval()
+    info = {k: payload[k] for k in ("kind", "config", "metrics", "extra")}
+    return model, info

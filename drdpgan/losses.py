@@ -1,0 +1,78 @@
+"""DR-DPGAN's losses (paper Sec. 3.5, Eq. 9-17), one function each.
+
+Notation: ``C`` is the StyleGAN2-style discriminator (Eq. 9), ``Critic`` the steganalysis critic
+that tells carrier images (originals) from stego images (generated ones) (Eq. 10), ``E`` the
+pretrained ArcFace identity encoder (the paper's Eq. 11-12 write it ``E_G``, which elsewhere
+names the image encoder; from the text "the identity embedding extracted by the pre-trained
+ArcFace" it is the identity encoder).
+
+Reading of Eq. 10 and 17: the critic *minimises* Eq. 10 (carrier -> 1, stego -> 0); the
+generator side of the same game is the least-squares term ``(1 - Critic(X_gen))^2`` (make stego
+images pass as carriers), which is what ``lambda_dic`` weighs in the generator's total (Eq. 16).
+Likewise ``C`` is trained with StyleGAN2's logistic loss while the generator minimises Eq. 9.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class LossWeights:
+    """(lambda_adv, lambda_dic, lambda_id, lambda_info) = (1, 1, 1, 5) as in Sec. 4.1.2."""
+
+    adv: float = 1.0
+    dic: float = 1.0
+    id: float = 1.0
+    info: float = 5.0
+
+
+def adversarial_loss(logits_gen: torch.Tensor) -> torch.Tensor:
+    """Eq. 9: ``E[ln(1 + exp(-C(X_gen)))]`` = mean softplus(-C(X_gen)) (generator side)."""
+    return F.softplus(-logits_gen).mean()
+
+
+def discriminator_logistic_loss(logits_real: torch.Tensor, logits_gen: torch.Tensor) -> torch.Tensor:
+    """C's own loss (StyleGAN2): softplus(-C(real)) + softplus(C(gen))."""
+    return F.softplus(-logits_real).mean() + F.softplus(logits_gen).mean()
+
+
+def discriminative_loss(critic_ori: torch.Tensor, critic_gen: torch.Tensor) -> torch.Tensor:
+    """Eq. 10 (the critic's loss): ``(1 - Critic(X_ori))^2 + (Critic(X_gen) - 0)^2``, batch mean."""
+    return ((1 - critic_ori) ** 2).mean() + (critic_gen**2).mean()
+
+
+def discriminative_generator_loss(critic_gen: torch.Tensor) -> torch.Tensor:
+    """Generator side of Eq. 10: ``(1 - Critic(X_gen))^2`` (stego images should pass as carriers)."""
+    return ((1 - critic_gen) ** 2).mean()
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return F.cosine_similarity(a, b, dim=-1)
+
+
+def identity_loss_anonymize(e_gen: torch.Tensor, f_id: torch.Tensor, f_fake: torch.Tensor) -> torch.Tensor:
+    """Eq. 11: ``1 - cos(F'_id, E(X_gen)) + max(0, cos(F_id, E(X_gen)))``, batch mean."""
+    return (1 - _cos(f_fake, e_gen) + F.relu(_cos(f_id, e_gen))).mean()
+
+
+def identity_loss_recover(e_rec: torch.Tensor, f_id: torch.Tensor) -> torch.Tensor:
+    """Eq. 12: ``1 - cos(F_id, E(X_rec))``, batch mean."""
+    return (1 - _cos(f_id, e_rec)).mean()
+
+
+def total_loss(parts: dict[str, torch.Tensor], weights: LossWeights) -> torch.Tensor:
+    """Eq. 16: ``lambda_adv L_adv + lambda_dic L_dic + lambda_id L_id^process + lambda_info L_info``.
+
+    ``parts`` holds any of the keys ``adv``, ``dic``, ``id``, ``info``; missing ones count zero.
+    """
+    unknown = set(parts) - {"adv", "dic", "id", "info"}
+    if unknown:
+        raise KeyError(f"unknown loss parts {sorted(unknown)}")
+    total = torch.zeros(())
+    for k, v in parts.items():
+        total = total + getattr(weights, k) * v
+    return total

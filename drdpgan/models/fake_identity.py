@@ -1,0 +1,135 @@
+"""Fake identity generator E_Fake (paper Sec. 3.2, Algorithm 1).
+
+A two-layer MLP turns Gaussian noise ``z`` into a virtual identity ``F'_id`` in the identity
+encoder's (ArcFace's) space::
+
+    h     = ReLU(W1 z + b1)                  # Alg. 1 line 4
+    F'_id = W2 h + b2,  F'_id /= ||F'_id||   # lines 5-6
+
+and, when guided by the real identity ``F_id`` (the "control part of F_id in the FIG" of the
+ablation, Table 4), runs up to ``T_g`` gradient steps on the MLP's parameters with the band hinge
+
+    s = cos(F_id, F'_id)                                  # line 7
+    L = max(0, s - s_max) + max(0, s_min - s)             # line 8
+    theta <- theta - eta * grad_theta L                   # line 9
+
+stopping as soon as ``s`` lies in ``[s_min, s_max]`` (line 10: the early stop).
+
+Reading of Algorithm 1 used here: the MLP's parameters are the *shared* starting point; each
+input image gets its own copy of them that the steps update (batched as per-sample weight
+tensors), so one image's optimisation never moves another's fake, and a sample whose cosine is
+already in the band stops (its hinge and gradient are zero there anyway). Unguided (ablation),
+the fake is the MLP's output for ``z`` with no step at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class FakeIdentityConfig:
+    noise_dim: int = 128  # d of Alg. 1 line 2
+    hidden_dim: int = 512
+    identity_dim: int = 512  # the identity encoder's embedding size
+    s_min: float = 0.1  # target band of Sec. 3.2
+    s_max: float = 0.4
+    steps: int = 50  # T_g
+    lr: float = 0.5  # eta (plain gradient descent on the per-sample copy)
+    guided: bool = True  # "control part of F_id in the FIG" (ablation switch)
+
+
+def band_hinge(s: torch.Tensor, s_min: float, s_max: float) -> torch.Tensor:
+    """Alg. 1 line 8: ``max(0, s - s_max) + max(0, s_min - s)`` elementwise (zero inside the band)."""
+    return F.relu(s - s_max) + F.relu(s_min - s)
+
+
+class FakeIdentityGenerator(nn.Module):
+    """E_Fake: noise -> L2-normalised fake identity, optionally steered into the cosine band."""
+
+    def __init__(self, cfg: FakeIdentityConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or FakeIdentityConfig()
+        self.fc1 = nn.Linear(cfg.noise_dim, cfg.hidden_dim)
+        self.fc2 = nn.Linear(cfg.hidden_dim, cfg.identity_dim)
+
+    def sample_noise(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Alg. 1 line 2: ``z ~ N(0, I)`` of shape (B, d), from an explicit generator."""
+        return torch.randn(batch, self.cfg.noise_dim, generator=generator)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Lines 4-6 with the shared parameters: (B, d) -> (B, identity_dim), unit norm."""
+        return F.normalize(self.fc2(F.relu(self.fc1(z))), dim=-1)
+
+    @staticmethod
+    def _mlp(z, w1, b1, w2, b2):
+        # Per-sample weights: z (B,d), w1 (B,H,d), b1 (B,H), w2 (B,D,H), b2 (B,D)
+        h = F.relu(torch.bmm(w1, z.unsqueeze(-1)).squeeze(-1) + b1)
+        return F.normalize(torch.bmm(w2, h.unsqueeze(-1)).squeeze(-1) + b2, dim=-1)
+
+    def generate(
+        self,
+        f_id: torch.Tensor,
+        z: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        guided: bool | None = None,
+        steps: int | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Algorithm 1 for a batch of real identities ``f_id`` (B, D).
+
+        Returns ``fake`` (B, D) unit vectors, ``cos`` (B,) their cosine to ``f_id``, ``steps``
+        (B,) the iterations each sample used, ``in_band`` (B,) bool. The shared parameters are
+        not modified. Differentiable w.r.t. nothing (the fake is a target, not a trained output).
+        """
+        cfg = self.cfg
+        guided = cfg.guided if guided is None else guided
+        steps = cfg.steps if steps is None else steps
+        f_id = F.normalize(f_id.detach().float(), dim=-1)
+        b = f_id.shape[0]
+        if z is None:
+            z = self.sample_noise(b, generator).to(f_id.device)
+        with torch.no_grad():
+            fake = self(z)
+        used = torch.zeros(b, dtype=torch.long)
+        if guided and steps > 0:
+            params = [p.detach().unsqueeze(0).repeat(b, *([1] * p.dim())).clone() for p in
+                      (self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)]
+            active = torch.ones(b, dtype=torch.bool)
+            for _ in range(steps):
+                with torch.enable_grad():
+                    for p in params:
+                        p.requires_grad_(True)
+                    out = self._mlp(z, *params)
+                    s = (out * f_id).sum(-1)
+                    loss = band_hinge(s, cfg.s_min, cfg.s_max)
+                    active = active & (loss > 0)  # line 10: stop once inside the band
+                    if not bool(active.any()):
+                        fake = out.detach()
+                        break
+                    grads = torch.autograd.grad(loss.sum(), params)
+                with torch.no_grad():
+                    m = active.float()
+                    for p, g in zip(params, grads):
+                        p -= cfg.lr * g * m.view(-1, *([1] * (g.dim() - 1)))
+                    used += active.long()
+                fake = out.detach()
+            else:
+                with torch.no_grad():
+                    fake = self._mlp(z, *params)
+        cos = (fake * f_id).sum(-1)
+        return {"fake": fake, "cos": cos, "steps": used,
+                "in_band": (cos >= cfg.s_min) & (cos <= cfg.s_max)}
+
+
+def pairwise_mean_cosine(x: torch.Tensor) -> float:
+    """Mean cosine over distinct pairs of rows of ``x`` (N, D): the diversity measure of fakes."""
+    x = F.normalize(x, dim=-1)
+    n = x.shape[0]
+    if n < 2:
+        raise ValueError("need at least two vectors")
+    c = x @ x.T
+    return float((c.sum() - c.diagonal().sum()) / (n * (n - 1)))

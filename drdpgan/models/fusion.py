@@ -1,0 +1,61 @@
+"""E_Ste: the adaptive-mask fusion inside each StyleGAN2 block (paper Sec. 3.4.3, Eq. 6-8).
+
+At the injection point of block i (between its two style convolutions) the generator's feature
+``F_out^i`` (B, C, H, W) is fused with the encoder's identity-free feature ``F_G^i = E_G(x, i)``
+and the hidden password::
+
+    F_hide^i = conv1x1(Password)                                    (the password, tiled to H x W)
+    M_i      = sigmoid(conv1x1([F_hide^i, F_G^i, F_out^i]))         (Eq. 6)
+    F_in^i   = M_i * F_G^i + (1 - M_i) * F_out^i + conv1x1(Password) (Eq. 7)
+
+and the block's second style convolution computes ``F_gen^{i+1} = conv3x3(F_in^i, AdaIN(w_i))``
+(Eq. 8; the modulated/demodulated convolution is StyleGAN2's form of AdaIN).
+
+Reading choices (the extracted text is terse):
+- ``Password`` is the bit vector (B, l) mapped to {-1, +1} and tiled over the block's H x W;
+  one 1x1 convolution gives ``F_hide^i`` and is also the additive ``conv1x1(Password)`` of
+  Eq. 7 (the paper names both after the same operation).
+- Ablation "control part of E_G in the IMA" off (``use_encoder=False``): no encoder feature and
+  no mask, ``F_in^i = F_out^i + conv1x1(Password)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class AdaptiveMaskFusion(nn.Module):
+    """One E_Ste block for ``channels`` feature channels and an ``code_bits``-bit password."""
+
+    def __init__(self, channels: int, code_bits: int, use_encoder: bool = True, mask_bias: float = 0.0):
+        super().__init__()
+        self.channels, self.code_bits, self.use_encoder = channels, code_bits, use_encoder
+        self.hide = nn.Conv2d(code_bits, channels, 1)  # conv1x1(Password)
+        if use_encoder:
+            self.mask = nn.Conv2d(3 * channels, channels, 1)  # Eq. 6
+            nn.init.zeros_(self.mask.weight)
+            nn.init.constant_(self.mask.bias, mask_bias)
+        # Start with a small password term so a pretrained generator's output is barely moved.
+        nn.init.normal_(self.hide.weight, std=0.01)
+        nn.init.zeros_(self.hide.bias)
+
+    def password_map(self, password: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """(B, l) bits in {0,1} -> F_hide (B, C, H, W)."""
+        p = (password.float() * 2 - 1)[:, :, None, None]  # (B, l, 1, 1), tiled by broadcasting
+        return self.hide(p).expand(-1, -1, height, width)
+
+    def mask_of(self, f_hide: torch.Tensor, f_g: torch.Tensor, f_out: torch.Tensor) -> torch.Tensor:
+        """Eq. 6: M = sigmoid(conv1x1([F_hide, F_G, F_out])), (B, C, H, W) in (0, 1)."""
+        return torch.sigmoid(self.mask(torch.cat([f_hide, f_g, f_out], dim=1)))
+
+    def forward(self, f_out: torch.Tensor, f_g: torch.Tensor | None, password: torch.Tensor):
+        """Eq. 7. Returns ``(F_in, M)``; ``M`` is None when the encoder control is off."""
+        b, c, h, w = f_out.shape
+        f_hide = self.password_map(password, h, w)
+        if not self.use_encoder:
+            return f_out + f_hide, None
+        if f_g is None or f_g.shape != f_out.shape:
+            raise ValueError(f"encoder feature {None if f_g is None else tuple(f_g.shape)} != {tuple(f_out.shape)}")
+        m = self.mask_of(f_hide, f_g, f_out)
+        return m * f_g + (1 - m) * f_out + f_hide, m
