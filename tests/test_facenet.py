@@ -1,0 +1,103 @@
+"""FaceNet evaluator (paper Sec. 4, Tables 1-2): facenet-pytorch InceptionResnetV1 from scratch."""
+
+import numpy as np
+import pytest
+import torch
+
+from drdpgan.models.facenet import FULL_REPEATS, FaceNetConfig, FaceNetEvaluator, classifier_accuracy
+from drdpgan.models.identity import count_parameters
+from drdpgan.repro import seed_everything
+from drdpgan.train_priors import FaceNetTrainConfig, load_facenet, train_facenet, train_facenet_classifier
+
+SMALL = FaceNetConfig(input_size=75, repeats=(1, 1, 1))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: on a shared 2-core box, 2 spinning threads are several times slower."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+class ColourWorld(torch.utils.data.Dataset):
+    COLOURS = torch.tensor([[0.8, -0.8, -0.8], [-0.8, 0.8, -0.8], [-0.8, -0.8, 0.8], [0.8, 0.8, -0.8]])
+
+    def __init__(self, per_class=8, size=32, noise=0.3, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.labels = np.repeat(np.arange(4), per_class).astype(np.int64)
+        self.n_identities = 4
+        base = self.COLOURS[self.labels][:, :, None, None].expand(-1, -1, size, size)
+        self.x = (base + noise * torch.randn(len(self.labels), 3, size, size, generator=g)).clamp(-1, 1)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return {"image": self.x[i], "identity": torch.tensor(self.labels[i]), "index": i}
+
+
+@pytest.fixture(scope="module")
+def full_model():
+    seed_everything(0)
+    return FaceNetEvaluator(FaceNetConfig(n_classes=7)).eval()
+
+
+@pytest.mark.parametrize("size", [32, 64, 256])
+def test_full_network_forward_shapes(full_model, size):
+    model = full_model
+    assert model.cfg.repeats == FULL_REPEATS and model.cfg.input_size == 96
+    assert 23_000_000 < count_parameters(model.net) < 24_000_000
+    x = torch.rand(2, 3, size, size) * 2 - 1
+    with torch.no_grad():
+        emb = model(x)
+        logits = model.logits(x)
+    assert emb.shape == (2, 512)
+    torch.testing.assert_close(emb.norm(dim=1), torch.ones(2), atol=1e-5, rtol=0)
+    assert logits.shape == (2, 7)
+    assert model.predict(x).shape == (2,)
+
+
+def test_config_validation_and_truncation():
+    with pytest.raises(ValueError):
+        FaceNetConfig(input_size=64)
+    with pytest.raises(ValueError):
+        FaceNetConfig(repeats=(6, 10, 5))
+    small = FaceNetEvaluator(SMALL)
+    assert len(small.net.repeat_1) == 1 and len(small.net.repeat_2) == 1 and len(small.net.repeat_3) == 1
+    assert small.head is None
+    with pytest.raises(RuntimeError):
+        small.logits(torch.zeros(1, 3, 75, 75))
+
+
+def test_classifier_accuracy_matches_predict():
+    seed_everything(0)
+    model = FaceNetEvaluator(FaceNetConfig(input_size=75, repeats=(1, 1, 1), n_classes=4))
+    ds = ColourWorld(per_class=3)
+    pred = model.eval().predict(ds.x)
+    expected = float((pred == torch.as_tensor(ds.labels)).float().mean())
+    assert classifier_accuracy(model, ds, batch_size=5) == pytest.approx(expected)
+    assert classifier_accuracy(model, (ds.x, torch.as_tensor(ds.labels))) == pytest.approx(expected)
+
+
+def test_tiny_classifier_training_on_colours(tmp_path):
+    train, test = ColourWorld(per_class=8, seed=0), ColourWorld(per_class=4, seed=1)
+    tcfg = FaceNetTrainConfig(seed=5, epochs=6, batch_size=8, lr=2e-3, warmup_steps=1, shift=0, num_threads=1)
+    model = train_facenet_classifier(train, 4, SMALL, progress=False, tcfg=tcfg, out_dir=tmp_path)
+    hist = model.train_history
+    assert hist["steps"] == 24 and hist["n_classes"] == 4
+    assert hist["epochs"][-1]["loss"] < hist["epochs"][0]["loss"]
+    acc = classifier_accuracy(model, test)
+    assert acc >= 0.75
+    loaded = load_facenet(tmp_path / "facenet.pt")
+    assert classifier_accuracy(loaded, test) == acc
+
+
+def test_arcface_head_variant_trains_one_step():
+    ds = ColourWorld(per_class=4)
+    cfg = FaceNetConfig(input_size=75, repeats=(1, 1, 1), head="arcface", arcface_s=16.0)
+    model, hist = train_facenet(ds, cfg, FaceNetTrainConfig(max_steps=1, batch_size=16, num_threads=1), progress=False)
+    assert hist["steps"] == 1
+    assert model(ds.x[:2]).shape == (2, 512)
+    assert model.predict(ds.x[:2]).shape == (2,)
