@@ -41,7 +41,7 @@ def concat_features(
 
 @dataclass
 class LatentMapperConfig:
-    in_dim: int = 512 + 8 + 3  # identity + expression + pose
+    in_dim: int = 512 + 5 + 3  # identity + expression + pose
     w_dim: int = 256
     hidden_dim: int = 512
     layers: int = 3

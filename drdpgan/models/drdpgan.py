@@ -1,0 +1,182 @@
+"""DR-DPGAN: the two paths of Sec. 3.1 assembled from the components.
+
+Anonymize (t = 1)::
+
+    F_id          = E_Arcface(x)                                  identity encoder (frozen)
+    F'_id         = E_Fake(z | F_id)                              Alg. 1
+    F_emo, F_pos  = 3D prior(x)                                   Sec. 3.3 (frozen)
+    W+            = E_MLP(Concat(F'_id, F_emo, F_pos))            Eq. 1, 5
+    Password      = q(BinaryCodeMapping(F_id))                    Eq. 2-4
+    x_anon        = G(W+; E_Ste(E_G(x), Password) in every block)  Eq. 6-8
+
+Recover (t = 0)::
+
+    bits          = E_P(x_anon) >= 0                              Sec. 3.4.2
+    F_id_hat      = decode(bits)                                  bits -> float identity
+    F_emo, F_pos  = 3D prior(x_anon)
+    x_rec         = G(E_MLP(Concat(F_id_hat, F_emo, F_pos)); E_Ste(E_G(x_anon), bits))
+
+The three ablation switches of Table 4 are fields of :class:`DRDPGANConfig`:
+``use_fid_control`` (Alg. 1's guidance by F_id), ``use_3d_prior`` (3DPC) and
+``use_encoder_control`` (E_G and the mask in E_Ste).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .binary_code import BinaryCodeConfig, BinaryCodeDecoder, BinaryCodeMapping
+from .encoder import EncoderConfig, MultiScaleEncoder
+from .extractor import ExtractorConfig, PasswordExtractor
+from .fake_identity import FakeIdentityConfig, FakeIdentityGenerator
+from .fusion import AdaptiveMaskFusion
+from .latent_mapper import LEVELS, LatentMapper, LatentMapperConfig, concat_features
+
+
+@dataclass
+class DRDPGANConfig:
+    resolution: int = 64
+    identity_dim: int = 512
+    n_expression: int = 5  # the synthetic world's expression coefficients (drdpgan.data.world)
+    n_pose: int = 3
+    code_bits: int = 512
+    # Table 4 ablation switches (experiment 7 = all on)
+    use_fid_control: bool = True
+    use_3d_prior: bool = True
+    use_encoder_control: bool = True
+    fake: FakeIdentityConfig = field(default_factory=FakeIdentityConfig)
+    binary_hidden: int = 1024
+    mapper_hidden: int = 512
+    mapper_layers: int = 3
+    encoder_base_channels: int = 32
+    encoder_max_channels: int = 128
+    extractor_base_channels: int = 32
+    extractor_max_channels: int = 256
+    extractor_noise_sigma: float = 0.02  # Eq. 13
+    noise_mode: str = "const"  # generator noise inputs: deterministic by default
+
+
+class DRDPGAN(nn.Module):
+    """The full model around a StyleGAN2 generator, a frozen identity encoder and a frozen 3D prior.
+
+    ``identity_encoder(images) -> (B, identity_dim)`` unit vectors; ``prior3d(images) ->
+    {"expression": (B, Ke), "pose": (B, 3)}``. Both stay frozen and in eval mode.
+    """
+
+    def __init__(self, cfg: DRDPGANConfig, generator: nn.Module, identity_encoder: nn.Module, prior3d: nn.Module):
+        super().__init__()
+        self.cfg = cfg
+        if generator.img_resolution != cfg.resolution:
+            raise ValueError(f"generator is {generator.img_resolution} px, config says {cfg.resolution} px")
+        self.generator = generator
+        self.identity_encoder = identity_encoder.eval().requires_grad_(False)
+        self.prior3d = prior3d.eval().requires_grad_(False)
+        fake_cfg = FakeIdentityConfig(**{**cfg.fake.__dict__, "identity_dim": cfg.identity_dim,
+                                         "guided": cfg.use_fid_control})
+        self.fake_identity = FakeIdentityGenerator(fake_cfg)
+        bcfg = BinaryCodeConfig(identity_dim=cfg.identity_dim, code_bits=cfg.code_bits,
+                                hidden_dim=cfg.binary_hidden, decoder_hidden=cfg.binary_hidden)
+        self.binary_code = BinaryCodeMapping(bcfg)
+        self.decoder = BinaryCodeDecoder(bcfg)
+        self.extractor = PasswordExtractor(ExtractorConfig(
+            resolution=cfg.resolution, code_bits=cfg.code_bits, base_channels=cfg.extractor_base_channels,
+            max_channels=cfg.extractor_max_channels, noise_sigma=cfg.extractor_noise_sigma))
+        self.mapper = LatentMapper(LatentMapperConfig(
+            in_dim=cfg.identity_dim + cfg.n_expression + cfg.n_pose, w_dim=generator.w_dim,
+            hidden_dim=cfg.mapper_hidden, layers=cfg.mapper_layers,
+            ws_levels=[LEVELS.index(lv) for lv in generator.ws_levels]))
+        inject = list(zip(generator.inject_resolutions, generator.block_channels[1:]))
+        self.encoder = MultiScaleEncoder(EncoderConfig(
+            resolution=cfg.resolution, targets=inject, base_channels=cfg.encoder_base_channels,
+            max_channels=cfg.encoder_max_channels)) if cfg.use_encoder_control else None
+        self.fusion = nn.ModuleDict({
+            str(r): AdaptiveMaskFusion(c, cfg.code_bits, use_encoder=cfg.use_encoder_control) for r, c in inject})
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.identity_encoder.eval()  # frozen priors never leave eval mode
+        self.prior3d.eval()
+        return self
+
+    def param_groups(self, lr_stylegan: float = 1e-4, lr_other: float = 1e-3) -> list[dict]:
+        """Adam groups of Sec. 4.1.2: StyleGAN2 blocks at 1e-4, the other trainable parts at 1e-3.
+
+        The fake identity MLP is not in them: Alg. 1 steps a per-sample copy of it, and its
+        output is a target, not a trained output. The frozen priors are not in them either.
+        """
+        other = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith(
+            ("generator.", "identity_encoder.", "prior3d.", "fake_identity."))]
+        return [{"params": list(self.generator.parameters()), "lr": lr_stylegan, "name": "stylegan2"},
+                {"params": other, "lr": lr_other, "name": "other"}]
+
+    # ------------------------------------------------------------------ pieces
+
+    @torch.no_grad()
+    def identity(self, images: torch.Tensor) -> torch.Tensor:
+        """F_id = E_Arcface(x), (B, identity_dim)."""
+        return self.identity_encoder(images)
+
+    @torch.no_grad()
+    def prior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(F_emo (B, Ke), F_pos (B, 3)) from the 3D prior."""
+        out = self.prior3d(images)
+        return out["expression"], out["pose"]
+
+    def password(self, f_id: torch.Tensor) -> torch.Tensor:
+        """Eq. 2-4: bits (B, l); straight-through gradient in training mode."""
+        return self.binary_code(f_id)
+
+    def synthesize(
+        self, source: torch.Tensor, identity: torch.Tensor, f_emo: torch.Tensor, f_pos: torch.Tensor,
+        password: torch.Tensor, t: int,
+    ) -> dict[str, torch.Tensor | dict]:
+        """Eq. 1, 5-8: one generator pass conditioned on ``identity`` with E_Ste fusion of ``source``."""
+        f_concat = concat_features(identity if t == 0 else None, identity if t == 1 else None, f_emo, f_pos,
+                                   t=t, use_prior=self.cfg.use_3d_prior)
+        ws = self.mapper(f_concat, self.generator.w_avg)  # (B, num_ws, w_dim)
+        feats = self.encoder(source) if self.encoder is not None else {}
+        masks: dict[int, torch.Tensor] = {}
+
+        def inject(_block: int, res: int, f_out: torch.Tensor) -> torch.Tensor:
+            f_in, m = self.fusion[str(res)](f_out, feats.get(res), password)
+            if m is not None:
+                masks[res] = m
+            return f_in
+
+        img = self.generator.synthesis(ws, noise_mode=self.cfg.noise_mode, inject=inject)
+        return {"images": img, "ws": ws, "masks": masks, "f_concat": f_concat}
+
+    # ------------------------------------------------------------------ the two paths
+
+    def anonymize(
+        self, images: torch.Tensor, seed: int | None = None, generator: torch.Generator | None = None,
+        z: torch.Tensor | None = None,
+    ) -> dict:
+        """Sec. 3.1, t = 1. ``seed`` (or an explicit ``generator`` / noise ``z``) picks the fake identity."""
+        if generator is None and z is None:
+            generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
+        f_id = self.identity(images)
+        fake = self.fake_identity.generate(f_id, z=z, generator=generator)
+        f_emo, f_pos = self.prior(images)
+        bits = self.password(f_id)
+        out = self.synthesize(images, fake["fake"], f_emo, f_pos, bits, t=1)
+        return {**out, "f_id": f_id, "f_fake": fake["fake"], "fake_cos": fake["cos"], "password": bits,
+                "f_emo": f_emo, "f_pos": f_pos}
+
+    def recover(self, anonymized: torch.Tensor, password: torch.Tensor | None = None) -> dict:
+        """Sec. 3.1, t = 0: extract the password, decode the identity, regenerate.
+
+        ``password`` may be given (e.g. the true bits, for the oracle-password ablation);
+        by default it is read from the image by E_P.
+        """
+        logits = self.extractor(anonymized)
+        bits = PasswordExtractor.bits(logits) if password is None else password
+        f_id_hat = self.decoder(bits)
+        f_emo, f_pos = self.prior(anonymized)
+        out = self.synthesize(anonymized, f_id_hat, f_emo, f_pos, bits, t=0)
+        return {**out, "bit_logits": logits, "bits": bits, "f_id_decoded": f_id_hat, "f_emo": f_emo, "f_pos": f_pos}

@@ -1,0 +1,650 @@
+"""Train DR-DPGAN: the anonymization (t = 1) and recovery (t = 0) paths jointly (paper Sec. 3.5, Eq. 9-17).
+
+One training step on a batch ``x`` (B, 3, R, R) in [-1, 1]::
+
+    # ---- anonymization, t = 1 (Sec. 3.1)
+    a        = model.anonymize(x, generator=g_step)            fake identity from a per-step seeded generator
+    x_anon   = a["images"]                                     (B, 3, R, R)
+    L_adv    = softplus(-C(x_anon))                            Eq. 9
+    L_dic    = (1 - Critic(x_anon))^2                          generator side of Eq. 10
+    L_id     = 1 - cos(F'_id, E(x_anon)) + max(0, cos(F_id, E(x_anon)))      Eq. 11
+    L_info   = BCE(E_P(x_anon + eps), Password)                Eq. 13-15
+    # ---- recovery, t = 0, from x_anon (teacher-forced password, see below)
+    x_rec    = recover(x_anon, password=a["password"])
+    L_adv, L_dic on x_rec                                      Eq. 9, 10
+    L_id     = 1 - cos(F_id, E(x_rec))                         Eq. 12
+    # ---- generator total (Eq. 16 for each process, then Eq. 17's minimisation)
+    L_G      = sum_{p in ano, rec} (l_adv L_adv^p + l_dic L_dic^p + l_id L_id^p) + l_info L_info^ano
+               + w_code L_code + w_rec_pixel L_rec_pixel + w_anon_pixel L_anon_pixel      (extras)
+
+``E`` is the frozen identity encoder (E_Arcface); its weights never change but gradients flow
+through it into ``x_anon`` / ``x_rec``. The 3D prior is frozen and only read (no gradient).
+Gradients of the recovery losses flow back through ``x_anon`` into the anonymizer too: the
+anonymizer learns to keep what recovery needs.
+
+Reading of Eq. 17 (``min over theta_G, theta_D of L_total``): the two judges are trained on
+their own side of their games (a min-max in practice), as is standard and as
+:mod:`drdpgan.losses` documents:
+
+* ``C`` (a :class:`~drdpgan.models.discriminator.StyleGAN2Discriminator`) with StyleGAN2's
+  logistic loss, real = ``x``, fake = ``x_anon`` and ``x_rec`` (the two fake terms averaged:
+  ``softplus(-C(x)) + (softplus(C(x_anon)) + softplus(C(x_rec))) / 2``), plus the lazy R1
+  penalty on reals (every ``r1_every`` steps, gamma scaled by ``r1_every``; C's Adam lr and
+  betas adjusted by ``r1_every / (r1_every + 1)`` as in StyleGAN2);
+* ``Critic`` (:class:`~drdpgan.models.critic.SteganalysisCritic`, score in (0, 1)) with Eq. 10
+  itself, carrier = ``x`` -> 1, stego = ``x_anon`` -> 0 (``critic_on_rec`` adds ``x_rec`` as
+  stego, averaged).
+
+Both judges use the images produced by the same step's generator forward (detached, before the
+generator's update): no second generator pass, which halves the cost on CPU.
+
+Teacher forcing: during training the recovery path gets the *true* password bits
+``a["password"]`` (with the straight-through gradient of Eq. 4), not the bits E_P reads from
+``x_anon``: E_P is trained by L_info at the same time, and early in training its bits are
+noise, which would give the recovery path nothing to learn from. At evaluation,
+``model.recover(x_anon)`` uses the extracted bits (the paper's pipeline); BER measures how far
+those are from the truth. The recovery pass here skips ``recover``'s E_P forward (its logits
+are unused when the password is given); :func:`recover_teacher_forced` equals
+``model.recover(x_anon, password=bits)`` otherwise (tested).
+
+Extra terms (not among Eq. 16's four weights; each weighted, switchable with weight 0, and
+logged separately):
+
+* ``code`` = ``1 - cos(decoder(Password), F_id)``: learns the bits -> float identity way back of
+  Sec. 3.4.2 (``model.decoder``), which FMSE measures and recovery needs; the paper states the
+  conversion but no loss for it.
+* ``rec_pixel`` = ``L1(x_rec, x)``: the paper reports recovery MAE / PSNR but lists no pixel
+  loss; with Eq. 12 alone, recovery only needs the right *identity*. Default weight 1.0;
+  **weight 0 is the paper-literal setting**.
+* ``anon_pixel`` = ``L1(x_anon, x)``, default 0.1: "non-identity feature consistency" of the
+  Sec. 3.5 introduction, which the written losses do not enforce on their own (E_Ste's mask
+  fusion of E_G features is the architectural part of it). Weight 0 is paper-literal.
+
+Optimisers (Sec. 4.1.2): Adam, StyleGAN2 blocks (the generator's synthesis network) at
+``lr_stylegan = 1e-4``, the other trainable parts (E_MLP, E_G, E_Ste fusion, binary code
+mapping and decoder, E_P) at ``lr_other = 1e-3``; batch 8. The StyleGAN2 mapping network is
+unused (E_MLP replaces it) and frozen by default (``freeze_generator_mapping``); the fake
+identity MLP is not trained (Alg. 1 steps a per-sample copy of it). ``C`` at ``lr_C`` (default
+``lr_stylegan``: it is a StyleGAN2 block, trained at its generator's pace), the critic at
+``lr_critic`` (default ``lr_other``). Betas (0.5, 0.99) for all: the paper gives none; 0.5 is
+the usual GAN first moment for jointly trained encoders / decoders (DCGAN), 0.99 the StyleGAN2
+second moment.
+
+Determinism and resume: every random draw of a step comes from seeds that are a pure function
+of ``(seed, step)``: the fake-identity noise, the channel noise of Eq. 13, and (through a
+per-step ``torch.manual_seed`` inside :func:`torch.random.fork_rng`, so the caller's global RNG
+is untouched) the dropout of the binary code mapping. Data order is :class:`EpochSampler`'s
+seeded per-epoch permutation at position ``step * batch_size``; batches are assembled without
+a DataLoader (``num_workers = 0`` in effect). A checkpoint
+(``out_dir/checkpoints/ckpt_XXXXXXX.pt``, written atomically every ``checkpoint_every`` steps,
+the last ``keep_checkpoints`` kept) holds the model (generator included), C, the critic, the
+three optimisers, the step, the data position, the configs, the partial log averages and, for
+the record, the global RNG states. A killed and restarted run resumes from the latest one and
+ends **bit-identical** to an uninterrupted run with the same seed on the same machine and
+thread count (tested: ``torch.equal`` on every parameter; tolerance 0).
+
+Outputs in ``out_dir``: ``losses.csv`` (every ``log_every`` steps: each term averaged over the
+steps since the previous row), ``losses.png`` (:func:`plot_losses`), ``checkpoints/``,
+``final_metrics.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .losses import (
+    LossWeights,
+    adversarial_loss,
+    discriminative_generator_loss,
+    discriminative_loss,
+    discriminator_logistic_loss,
+    identity_loss_anonymize,
+    identity_loss_recover,
+    total_loss,
+)
+from .models.critic import CriticConfig, SteganalysisCritic
+from .models.discriminator import StyleGAN2Discriminator
+from .models.drdpgan import DRDPGAN
+from .models.extractor import add_channel_noise, information_hiding_loss
+from .repro import atomic_torch_save, atomic_write_json, make_generator
+from .train_stylegan2 import EpochSampler, _CSVLog, _rewrite_csv_upto, latest_checkpoint, r1_penalty
+
+__all__ = [
+    "DRDPGANTrainConfig",
+    "train_drdpgan",
+    "recover_teacher_forced",
+    "plot_losses",
+    "build_optimizers",
+    "LOSS_COLUMNS",
+    "time_training_step",
+]
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass
+class DRDPGANTrainConfig:
+    """Hyper-parameters of :func:`train_drdpgan` (defaults: paper Sec. 4.1.2 where it says).
+
+    weights: Eq. 16's ``(lambda_adv, lambda_dic, lambda_id, lambda_info) = (1, 1, 1, 5)``.
+    w_code / w_rec_pixel / w_anon_pixel: the extra terms (module docstring); 0 switches one off.
+        ``w_rec_pixel = w_anon_pixel = 0`` is the paper-literal objective.
+    noise_sigma: std of eps in Eq. 13 (images in [-1, 1]); None: the model's
+        ``extractor_noise_sigma`` (0.02).
+    r1_gamma / r1_every: lazy R1 on reals for C (StyleGAN2); ``r1_gamma = 0`` switches it off.
+    d_every: update C and the critic every ``d_every`` steps.
+    critic_on_rec: also show ``x_rec`` to the critic as a stego image (default: only ``x_anon``,
+        the stego image proper).
+    freeze_generator_mapping: freeze the StyleGAN2 z -> w mapping (unused: E_MLP replaces it).
+    grad_clip: clip the generator-side gradient norm (None: no clipping, the paper's setting).
+    critic_*: :class:`~drdpgan.models.critic.CriticConfig` sizes.
+    stop_after / max_seconds: end *this call* after that many steps / seconds with a checkpoint
+        (simulates a kill in tests; budgets long runs). Not part of the run's identity.
+    """
+
+    steps: int = 2000
+    batch_size: int = 8
+    lr_stylegan: float = 1e-4
+    lr_other: float = 1e-3
+    lr_C: float | None = None  # None: lr_stylegan
+    lr_critic: float | None = None  # None: lr_other
+    betas: tuple[float, float] = (0.5, 0.99)
+    eps: float = 1e-8
+    weights: LossWeights = field(default_factory=LossWeights)
+    w_code: float = 1.0
+    w_rec_pixel: float = 1.0
+    w_anon_pixel: float = 0.1
+    noise_sigma: float | None = None
+    r1_gamma: float = 1.0
+    r1_every: int = 16
+    d_every: int = 1
+    critic_on_rec: bool = False
+    freeze_generator_mapping: bool = True
+    grad_clip: float | None = None
+    critic_base_channels: int = 16
+    critic_max_channels: int = 128
+    critic_highpass: bool = True
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 2
+    stop_after: int | None = None
+    max_seconds: float | None = None
+
+    # fields that may differ between a run and its resumption
+    VOLATILE = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "stop_after", "max_seconds")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "DRDPGANTrainConfig":
+        names = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        if "betas" in kw:
+            kw["betas"] = tuple(kw["betas"])
+        if isinstance(kw.get("weights"), Mapping):
+            kw["weights"] = LossWeights(**kw["weights"])
+        return cls(**kw)
+
+    def critic_config(self, resolution: int) -> CriticConfig:
+        return CriticConfig(resolution=resolution, base_channels=self.critic_base_channels,
+                            max_channels=self.critic_max_channels, highpass=self.critic_highpass)
+
+
+# Every per-step quantity written to losses.csv (besides step / images / timing).
+LOSS_COLUMNS = [
+    "loss_G",  # the generator total (Eq. 16 ano + Eq. 16 rec + extras)
+    "ano_adv", "ano_dic", "ano_id", "ano_info",  # Eq. 9, 10 (G side), 11, 13-15 on x_anon
+    "rec_adv", "rec_dic", "rec_id",  # Eq. 9, 10 (G side), 12 on x_rec
+    "code", "rec_pixel", "anon_pixel",  # extras
+    "loss_C", "C_real", "C_anon", "C_rec", "r1",  # C's logistic loss, mean logits, R1
+    "loss_critic", "critic_real", "critic_anon",  # Eq. 10 (critic side), mean scores
+    "bit_acc",  # E_P's bit accuracy on x_anon + eps (train mode)
+    "cos_anon_real", "cos_anon_fake", "cos_rec_real", "cos_fake_real", "cos_decoded_real",
+]
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def recover_teacher_forced(model: DRDPGAN, x_anon: torch.Tensor, bits: torch.Tensor) -> dict:
+    """``model.recover(x_anon, password=bits)`` without E_P's (unused) forward pass.
+
+    Sec. 3.1 t = 0: ``F_id_hat = decoder(bits)``; ``F_emo, F_pos = prior(x_anon)``;
+    ``x_rec = G(E_MLP(Concat(F_id_hat, F_emo, F_pos)); E_Ste(E_G(x_anon), bits))``.
+    """
+    f_id_hat = model.decoder(bits)  # (B, identity_dim)
+    f_emo, f_pos = model.prior(x_anon)
+    out = model.synthesize(x_anon, f_id_hat, f_emo, f_pos, bits, t=0)
+    return {**out, "bits": bits, "f_id_decoded": f_id_hat, "f_emo": f_emo, "f_pos": f_pos}
+
+
+def build_optimizers(model: DRDPGAN, C: nn.Module, critic: nn.Module, cfg: DRDPGANTrainConfig
+                     ) -> tuple[torch.optim.Adam, torch.optim.Adam, torch.optim.Adam]:
+    """Adam for the generator side (groups "stylegan2" at ``lr_stylegan``, "other" at ``lr_other``),
+    C (lazy-R1-adjusted lr / betas) and the critic. Frozen parameters are left out."""
+    groups = []
+    for g in model.param_groups(cfg.lr_stylegan, cfg.lr_other):
+        params = [p for p in g["params"] if p.requires_grad]
+        if params:
+            groups.append({**g, "params": params})
+    opt_G = torch.optim.Adam(groups, betas=cfg.betas, eps=cfg.eps)
+    mb = cfg.r1_every / (cfg.r1_every + 1) if (cfg.r1_every > 0 and cfg.r1_gamma > 0) else 1.0
+    lr_C = cfg.lr_C if cfg.lr_C is not None else cfg.lr_stylegan
+    lr_critic = cfg.lr_critic if cfg.lr_critic is not None else cfg.lr_other
+    opt_C = torch.optim.Adam(C.parameters(), lr=lr_C * mb, betas=tuple(b**mb for b in cfg.betas), eps=cfg.eps)
+    opt_critic = torch.optim.Adam(critic.parameters(), lr=lr_critic, betas=cfg.betas, eps=cfg.eps)
+    return opt_G, opt_C, opt_critic
+
+
+def _step_seed(seed: int, step: int, stream: int) -> int:
+    """A distinct non-negative 63-bit seed per (run seed, step, stream)."""
+    h = hashlib.sha256(f"drdpgan-train/{seed}/{step}/{stream}".encode()).digest()
+    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return F.cosine_similarity(a, b, dim=-1)  # (B,)
+
+
+def _frozen_fingerprint(model: DRDPGAN) -> str:
+    """SHA-256 of the frozen identity encoder and 3D prior (parameters and buffers)."""
+    h = hashlib.sha256()
+    for prefix in ("identity_encoder.", "prior3d."):
+        for k, v in model.state_dict().items():
+            if k.startswith(prefix):
+                h.update(k.encode())
+                h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _configs(model: DRDPGAN, C: nn.Module, cfg: DRDPGANTrainConfig) -> dict[str, Any]:
+    return {"train": cfg.to_dict(), "model": json.loads(json.dumps(asdict(model.cfg))),
+            "generator": model.generator.cfg.to_dict(), "discriminator": C.cfg.to_dict(),
+            "frozen": _frozen_fingerprint(model)}
+
+
+def _config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    diff = []
+    for part in sorted(set(old) | set(new)):
+        a, b = old.get(part), new.get(part)
+        if part == "train":
+            a = {k: v for k, v in (a or {}).items() if k not in DRDPGANTrainConfig.VOLATILE}
+            b = {k: v for k, v in (b or {}).items() if k not in DRDPGANTrainConfig.VOLATILE}
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            diff += [f"{part}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif a != b:
+            diff.append(part if part != "frozen" else "frozen identity encoder / 3D prior weights")
+    return diff
+
+
+def _rng_record() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+# --------------------------------------------------------------------------- one step
+
+
+def _train_step(model: DRDPGAN, C: nn.Module, critic: nn.Module, opts, x: torch.Tensor,
+                cfg: DRDPGANTrainConfig, step: int, sigma: float, gamma: float) -> dict[str, float]:
+    opt_G, opt_C, opt_critic = opts
+    w = cfg.weights
+    g_fake = make_generator(_step_seed(cfg.seed, step, 0))  # Alg. 1 noise z
+    g_noise = make_generator(_step_seed(cfg.seed, step, 1))  # Eq. 13 eps
+    torch.manual_seed(_step_seed(cfg.seed, step, 2))  # dropout of the binary code mapping (Eq. 2)
+
+    # ---------------- generator side
+    C.requires_grad_(False)
+    critic.requires_grad_(False)
+    a = model.anonymize(x, generator=g_fake)
+    x_anon = a["images"]  # (B, 3, R, R)
+    f_id, f_fake, bits = a["f_id"], a["f_fake"], a["password"]  # (B, D), (B, D), (B, l)
+    e_anon = model.identity_encoder(x_anon)  # (B, D), frozen weights, grads to x_anon
+    logits_bits = model.extractor(add_channel_noise(x_anon, sigma, g_noise))  # (B, l)  Eq. 13-14
+    ano = {
+        "adv": adversarial_loss(C(x_anon)),  # Eq. 9
+        "dic": discriminative_generator_loss(critic(x_anon)),  # Eq. 10, G side
+        "id": identity_loss_anonymize(e_anon, f_id, f_fake),  # Eq. 11
+        "info": information_hiding_loss(logits_bits, bits),  # Eq. 15
+    }
+    r = recover_teacher_forced(model, x_anon, bits)
+    x_rec = r["images"]  # (B, 3, R, R)
+    e_rec = model.identity_encoder(x_rec)
+    rec = {
+        "adv": adversarial_loss(C(x_rec)),
+        "dic": discriminative_generator_loss(critic(x_rec)),
+        "id": identity_loss_recover(e_rec, f_id),  # Eq. 12
+    }
+    extras = {
+        "code": (1 - _cos(r["f_id_decoded"], f_id)).mean(),
+        "rec_pixel": (x_rec - x).abs().mean(),
+        "anon_pixel": (x_anon - x).abs().mean(),
+    }
+    loss_G = (total_loss(ano, w) + total_loss(rec, w) + cfg.w_code * extras["code"]
+              + cfg.w_rec_pixel * extras["rec_pixel"] + cfg.w_anon_pixel * extras["anon_pixel"])
+    opt_G.zero_grad(set_to_none=True)
+    loss_G.backward()
+    if cfg.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_([p for g in opt_G.param_groups for p in g["params"]], cfg.grad_clip)
+    opt_G.step()
+
+    out = {"loss_G": loss_G, **{f"ano_{k}": v for k, v in ano.items()}, **{f"rec_{k}": v for k, v in rec.items()},
+           **extras}
+    with torch.no_grad():
+        out.update({
+            "bit_acc": ((logits_bits >= 0).float() == bits.round()).float().mean(),
+            "cos_anon_real": _cos(e_anon, f_id).mean(), "cos_anon_fake": _cos(e_anon, f_fake).mean(),
+            "cos_rec_real": _cos(e_rec, f_id).mean(), "cos_fake_real": _cos(f_fake, f_id).mean(),
+            "cos_decoded_real": _cos(r["f_id_decoded"], f_id).mean(),
+        })
+
+    # ---------------- judges (on this step's images, detached)
+    if cfg.d_every > 0 and step % cfg.d_every == 0:
+        xa, xr = x_anon.detach(), x_rec.detach()
+        C.requires_grad_(True)
+        do_r1 = cfg.r1_every > 0 and gamma > 0 and step % cfg.r1_every == 0
+        reals = x.detach().requires_grad_(do_r1)
+        c_real, c_anon, c_rec = C(reals), C(xa), C(xr)  # (B, 1) logits
+        loss_C = 0.5 * (discriminator_logistic_loss(c_real, c_anon) + discriminator_logistic_loss(c_real, c_rec))
+        total_C = loss_C
+        if do_r1:
+            r1 = r1_penalty(c_real, reals).mean()
+            total_C = total_C + r1 * (gamma / 2) * cfg.r1_every
+            out["r1"] = r1.detach()
+        opt_C.zero_grad(set_to_none=True)
+        total_C.backward()
+        opt_C.step()
+
+        critic.requires_grad_(True)
+        s_real, s_anon = critic(x.detach()), critic(xa)  # (B,) in (0, 1)
+        loss_critic = discriminative_loss(s_real, s_anon)  # Eq. 10: carrier -> 1, stego -> 0
+        if cfg.critic_on_rec:
+            loss_critic = 0.5 * (loss_critic + discriminative_loss(s_real, critic(xr)))
+        opt_critic.zero_grad(set_to_none=True)
+        loss_critic.backward()
+        opt_critic.step()
+        out.update({"loss_C": loss_C, "C_real": c_real.mean(), "C_anon": c_anon.mean(), "C_rec": c_rec.mean(),
+                    "loss_critic": loss_critic, "critic_real": s_real.mean(), "critic_anon": s_anon.mean()})
+    C.requires_grad_(True)
+    critic.requires_grad_(True)
+    return {k: float(v.detach()) for k, v in out.items()}
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _ckpt_dir(out: Path) -> Path:
+    return out / "checkpoints"
+
+
+def train_drdpgan(
+    model: DRDPGAN,
+    dataset,
+    cfg: DRDPGANTrainConfig,
+    out_dir: str | os.PathLike,
+    progress: bool = True,
+    discriminator: StyleGAN2Discriminator | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` in place on ``dataset`` (items ``{"image": (3,R,R) in [-1,1], "identity", "index"}``).
+
+    ``discriminator``: an optional (e.g. pretrained StyleGAN2) ``C`` to start from; by default a
+    fresh :class:`StyleGAN2Discriminator` of the generator's config, seeded by ``cfg.seed``. The
+    critic is always fresh. Resumes from the latest checkpoint in ``out_dir/checkpoints``
+    (``ValueError`` naming the file if the configs or the frozen networks differ, apart from
+    ``DRDPGANTrainConfig.VOLATILE`` fields). Leaves ``model`` in eval mode.
+
+    Returns ``{"step", "steps", "stopped_early", "sec_per_step", "steps_per_sec", "out_dir",
+    "last": {term: value at the last step}, "final": {term: average over the last log interval}}``.
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out_dir)
+    _ckpt_dir(out).mkdir(parents=True, exist_ok=True)
+    R = model.cfg.resolution
+    if cfg.freeze_generator_mapping:
+        model.generator.mapping.requires_grad_(False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        C = discriminator if discriminator is not None else StyleGAN2Discriminator(model.generator.cfg)
+        critic = SteganalysisCritic(cfg.critic_config(R))
+    if C.img_resolution != R:
+        raise ValueError(f"discriminator is {C.img_resolution} px, the model {R} px")
+    opts = build_optimizers(model, C, critic, cfg)
+    opt_G, opt_C, opt_critic = opts
+    sigma = cfg.noise_sigma if cfg.noise_sigma is not None else model.cfg.extractor_noise_sigma
+    gamma = float(cfg.r1_gamma)
+    configs = _configs(model, C, cfg)
+    step = 0
+    acc: dict[str, list[float]] = {}  # per-term [sum, count] since the last CSV row
+
+    ck_path = latest_checkpoint(out)
+    if ck_path is not None:
+        ck = torch.load(ck_path, map_location="cpu", weights_only=False)
+        diff = _config_diff(ck["configs"], configs)
+        if diff:
+            raise ValueError(f"cannot resume from {ck_path}: the configuration differs in {diff}; "
+                             f"use a new out_dir or the original configuration")
+        model.load_state_dict(ck["model"])
+        C.load_state_dict(ck["C"])
+        critic.load_state_dict(ck["critic"])
+        opt_G.load_state_dict(ck["opt_G"])
+        opt_C.load_state_dict(ck["opt_C"])
+        opt_critic.load_state_dict(ck["opt_critic"])
+        step = int(ck["step"])
+        acc = {k: list(v) for k, v in ck.get("log_acc", {}).items()}
+        _rewrite_csv_upto(out / "losses.csv", step)
+    log = _CSVLog(out / "losses.csv", ["step", "images"] + LOSS_COLUMNS + ["sec_per_step", "time"])
+
+    def save_checkpoint() -> Path:
+        state = {
+            "model": model.state_dict(), "C": C.state_dict(), "critic": critic.state_dict(),
+            "opt_G": opt_G.state_dict(), "opt_C": opt_C.state_dict(), "opt_critic": opt_critic.state_dict(),
+            "step": step, "data": {"sampler_seed": cfg.seed, "position": step * cfg.batch_size},
+            "configs": configs, "log_acc": acc, "rng": _rng_record(),
+        }
+        p = atomic_torch_save(state, _ckpt_dir(out) / f"ckpt_{step:07d}.pt")
+        for old in sorted(_ckpt_dir(out).glob("ckpt_*.pt"))[:-max(1, cfg.keep_checkpoints)]:
+            old.unlink(missing_ok=True)
+        return p
+
+    sampler = iter(EpochSampler(len(dataset), cfg.seed, start=step * cfg.batch_size))
+    last: dict[str, float] = {}
+    final: dict[str, float] = {}
+    start_step, t0 = step, time.perf_counter()
+    t_row, steps_row = t0, 0
+    stopped = False
+    model.train()
+    C.train()
+    critic.train()
+    pbar = tqdm(total=cfg.steps, initial=min(step, cfg.steps), disable=not progress, desc="drdpgan",
+                dynamic_ncols=True)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            while step < cfg.steps:
+                idx = [next(sampler) for _ in range(cfg.batch_size)]
+                x = torch.stack([dataset[i]["image"] for i in idx]).float()  # (B, 3, R, R)
+                last = _train_step(model, C, critic, opts, x, cfg, step, sigma, gamma)
+                bad = [k for k, v in last.items() if not math.isfinite(v)]
+                if bad:
+                    raise FloatingPointError(f"non-finite {bad} at step {step}: {last}")
+                step += 1
+                steps_row += 1
+                for k, v in last.items():
+                    s = acc.setdefault(k, [0.0, 0])
+                    s[0] += v
+                    s[1] += 1
+                if cfg.log_every > 0 and (step % cfg.log_every == 0 or step == cfg.steps):
+                    now = time.perf_counter()
+                    final = {k: s / max(n, 1) for k, (s, n) in acc.items()}
+                    log.write({"step": step, "images": step * cfg.batch_size, **final,
+                               "sec_per_step": (now - t_row) / max(steps_row, 1), "time": time.time()})
+                    acc, t_row, steps_row = {}, now, 0
+                pbar.update(1)
+                pbar.set_postfix(G=f"{last['loss_G']:.3f}", info=f"{last['ano_info']:.3f}",
+                                 id_a=f"{last['ano_id']:.3f}", id_r=f"{last['rec_id']:.3f}",
+                                 C=f"{last.get('loss_C', float('nan')):.3f}",
+                                 crit=f"{last.get('loss_critic', float('nan')):.3f}", refresh=False)
+                done_here = step - start_step
+                if step < cfg.steps and ((cfg.stop_after is not None and done_here >= cfg.stop_after) or (
+                        cfg.max_seconds is not None and time.perf_counter() - t0 >= cfg.max_seconds)):
+                    save_checkpoint()
+                    stopped = True
+                    break
+                if cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0 and step != cfg.steps:
+                    save_checkpoint()
+    finally:
+        pbar.close()
+        model.eval()
+
+    elapsed = time.perf_counter() - t0
+    n_run = step - start_step
+    result: dict[str, Any] = {"step": step, "steps": cfg.steps, "stopped_early": stopped,
+                              "sec_per_step": elapsed / n_run if n_run else float("nan"),
+                              "steps_per_sec": n_run / elapsed if n_run and elapsed > 0 else float("nan"),
+                              "out_dir": str(out), "last": last, "final": final}
+    if stopped:
+        return result
+    final_ckpt = _ckpt_dir(out) / f"ckpt_{step:07d}.pt"
+    metrics_path = out / "final_metrics.json"
+    if not final_ckpt.is_file() or n_run > 0:
+        save_checkpoint()
+        atomic_write_json(metrics_path, {k: v for k, v in result.items() if k != "out_dir"})
+        try:
+            fig = plot_losses(out / "losses.csv")
+            fig.savefig(out / "losses.png", dpi=100)
+        except Exception as e:  # a plot must never lose a finished run
+            print(f"[train_drdpgan] loss plot failed: {e}")
+    elif metrics_path.is_file():
+        prev = json.loads(metrics_path.read_text())
+        result.update({k: prev[k] for k in ("last", "final", "sec_per_step", "steps_per_sec") if k in prev})
+    return result
+
+
+# --------------------------------------------------------------------------- plotting
+
+
+def plot_losses(csv_path: str | os.PathLike):
+    """``losses.csv`` -> a matplotlib ``Figure`` with five panels: Eq. 16 terms of the anonymization
+    process, of the recovery process, the extra terms, the judges (C, critic), and diagnostics
+    (E_P bit accuracy, identity cosines)."""
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    df = pd.read_csv(csv_path)
+    panels = [
+        ("anonymization (Eq. 9-11, 15)", ["ano_adv", "ano_dic", "ano_id", "ano_info"]),
+        ("recovery (Eq. 9, 10, 12)", ["rec_adv", "rec_dic", "rec_id"]),
+        ("extra terms", ["code", "rec_pixel", "anon_pixel"]),
+        ("judges", ["loss_C", "loss_critic", "r1"]),
+        ("diagnostics", ["bit_acc", "cos_anon_real", "cos_anon_fake", "cos_rec_real", "cos_decoded_real"]),
+    ]
+    fig = Figure(figsize=(4.2 * len(panels), 3.4), layout="constrained")
+    axes = fig.subplots(1, len(panels))
+    for ax, (title, cols) in zip(axes, panels):
+        for c in cols:
+            if c in df and df[c].notna().any():
+                ax.plot(df["step"], df[c], label=c, lw=1.2)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return fig
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def time_training_step(model: DRDPGAN, batch_size: int = 8, n_steps: int = 3, warmup: int = 1,
+                       cfg: DRDPGANTrainConfig | None = None, seed: int = 0, cpu_time: bool = False):
+    """Median seconds per training step (generator + C + critic updates) on random images.
+
+    With ``cpu_time=True`` returns ``(wall, cpu)``: the median process CPU seconds per step too,
+    which on a contended machine with one torch thread approximates the uncontended wall time.
+
+    Works on a deep copy of ``model``; nothing is written. Includes every R1-free step cost
+    (the lazy R1 adds its share once per ``r1_every`` steps; step 0 is an R1 step and is the
+    warm-up one).
+    """
+    import copy
+
+    m = copy.deepcopy(model)
+    cfg = cfg or DRDPGANTrainConfig(batch_size=batch_size)
+    if cfg.freeze_generator_mapping:
+        m.generator.mapping.requires_grad_(False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        C = StyleGAN2Discriminator(m.generator.cfg)
+        critic = SteganalysisCritic(cfg.critic_config(m.cfg.resolution))
+        opts = build_optimizers(m, C, critic, cfg)
+        R = m.cfg.resolution
+        x = torch.rand(batch_size, 3, R, R, generator=make_generator(seed)) * 2 - 1
+        m.train()
+        times, cpu = [], []
+        for s in range(warmup + n_steps):
+            t, c = time.perf_counter(), time.process_time()
+            _train_step(m, C, critic, opts, x, cfg, s, m.cfg.extractor_noise_sigma, float(cfg.r1_gamma))
+            if s >= warmup:
+                times.append(time.perf_counter() - t)
+                cpu.append(time.process_time() - c)
+    return (float(np.median(times)), float(np.median(cpu))) if cpu_time else float(np.median(times))
+
+
+def _cpu_model(resolution: int = 64, seed: int = 0) -> DRDPGAN:
+    """The CPU-sized model of the brief: default StyleGAN2 / identity encoder / 3D prior / DR-DPGAN configs
+    (``n_expression`` taken from the 3D prior's config)."""
+    from .models.drdpgan import DRDPGANConfig
+    from .models.identity import IdentityEncoder, IdentityEncoderConfig
+    from .models.prior3d import Prior3DConfig, Prior3DRegressor
+    from .models.stylegan2 import StyleGAN2Config, StyleGAN2Generator
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        g = StyleGAN2Generator(StyleGAN2Config(resolution=resolution))
+        enc = IdentityEncoder(IdentityEncoderConfig())
+        pcfg = Prior3DConfig()
+        p3d = Prior3DRegressor(pcfg)
+        return DRDPGAN(DRDPGANConfig(resolution=resolution, n_expression=pcfg.n_expression), g, enc, p3d)
+
+
+def main(argv=None) -> None:
+    """``python -m drdpgan.train_drdpgan bench --resolution 64 --batch-size 8 --threads 1 2``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m drdpgan.train_drdpgan")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("bench", help="seconds per training step of the CPU-sized model")
+    b.add_argument("--resolution", type=int, default=64)
+    b.add_argument("--batch-size", type=int, default=8)
+    b.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    b.add_argument("--steps", type=int, default=3)
+    args = ap.parse_args(argv)
+    model = _cpu_model(args.resolution)
+    n_train = sum(p.numel() for g in model.param_groups() for p in g["params"])
+    print(f"torch {torch.__version__}; {args.resolution} px, batch {args.batch_size}; "
+          f"{n_train / 1e6:.2f} M trainable generator-side parameters")
+    for th in args.threads:
+        torch.set_num_threads(th)
+        wall, cpu = time_training_step(model, args.batch_size, n_steps=args.steps, cpu_time=True)
+        print(f"{th} thread(s): {wall:.3f} s/step wall, {cpu:.3f} CPU-s/step "
+              f"(median of {args.steps}, after 1 warm-up; load average {os.getloadavg()[0]:.1f})")
+
+
+if __name__ == "__main__":
+    main()

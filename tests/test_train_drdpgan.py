@@ -1,0 +1,183 @@
+"""DR-DPGAN trainer (Eq. 9-17): finite losses and CSV, which parameters move, lr groups, exact resume."""
+
+from __future__ import annotations
+
+import copy
+
+import pandas as pd
+import pytest
+import torch
+
+from drdpgan.models.critic import CriticConfig, SteganalysisCritic
+from drdpgan.models.drdpgan import DRDPGAN, DRDPGANConfig
+from drdpgan.models.fake_identity import FakeIdentityConfig
+from drdpgan.models.identity import IdentityEncoder, IdentityEncoderConfig
+from drdpgan.models.prior3d import Prior3DConfig, Prior3DRegressor
+from drdpgan.models.stylegan2 import StyleGAN2Config, StyleGAN2Generator
+from drdpgan.train_drdpgan import (
+    LOSS_COLUMNS,
+    DRDPGANTrainConfig,
+    build_optimizers,
+    plot_losses,
+    recover_teacher_forced,
+    train_drdpgan,
+)
+from drdpgan.train_stylegan2 import ToyCircles, latest_checkpoint
+
+RES = 32
+
+
+def tiny_model(seed: int = 0) -> DRDPGAN:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        g = StyleGAN2Generator(StyleGAN2Config(resolution=RES, z_dim=16, w_dim=16, mapping_layers=2,
+                                               channel_base=64, channel_max=16))
+        enc = IdentityEncoder(IdentityEncoderConfig(working_size=32, stem_width=8, widths=(8, 16), layers=(1, 1),
+                                                    embedding_dim=32))
+        p3d = Prior3DRegressor(Prior3DConfig(n_expression=4, working_size=32, stem_width=8, widths=(8, 16),
+                                             blocks=(1, 1), hidden=16))
+        cfg = DRDPGANConfig(resolution=RES, identity_dim=32, n_expression=4, code_bits=24, binary_hidden=32,
+                            mapper_hidden=32, mapper_layers=2, encoder_base_channels=4, encoder_max_channels=16,
+                            extractor_base_channels=4, extractor_max_channels=16,
+                            fake=FakeIdentityConfig(noise_dim=8, hidden_dim=16, steps=5))
+        return DRDPGAN(cfg, g, enc, p3d).eval()
+
+
+def tiny_cfg(**kw) -> DRDPGANTrainConfig:
+    base = dict(steps=4, batch_size=2, log_every=1, checkpoint_every=100, r1_every=2, seed=3,
+                critic_base_channels=4, critic_max_channels=8)
+    return DRDPGANTrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: the tiny nets gain nothing from two, and lose a lot on a contended box."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return ToyCircles(n=16, resolution=RES, seed=0)
+
+
+def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_critic_scores_in_unit_interval():
+    c = SteganalysisCritic(CriticConfig(resolution=RES, base_channels=4, max_channels=8))
+    s = c(torch.rand(3, 3, RES, RES) * 2 - 1)
+    assert s.shape == (3,) and bool(((s > 0) & (s < 1)).all())
+
+
+def test_steps_finite_csv_columns_and_plot(tmp_path, data):
+    m = tiny_model()
+    res = train_drdpgan(m, data, tiny_cfg(steps=3), tmp_path, progress=False)
+    assert res["step"] == 3 and not res["stopped_early"]
+    assert all(torch.isfinite(torch.tensor(v)) for v in res["last"].values())
+    df = pd.read_csv(tmp_path / "losses.csv")
+    assert list(df.columns) == ["step", "images"] + LOSS_COLUMNS + ["sec_per_step", "time"]
+    assert df["step"].tolist() == [1, 2, 3]
+    cols = [c for c in LOSS_COLUMNS if c != "r1"]  # r1 only on lazy-R1 steps
+    assert df[cols].notna().all().all() and df[cols].map(lambda v: abs(v) < 1e6).all().all()
+    assert df["r1"].notna().any()
+    assert (tmp_path / "losses.png").is_file() and (tmp_path / "final_metrics.json").is_file()
+    assert len(plot_losses(tmp_path / "losses.csv").axes) == 5
+
+
+def test_trainable_parts_move_frozen_parts_do_not(tmp_path, data):
+    m = tiny_model()
+    init = _snapshot(m)
+    train_drdpgan(m, data, tiny_cfg(steps=2, checkpoint_every=1, keep_checkpoints=5), tmp_path, progress=False)
+    c1, c2 = (torch.load(tmp_path / "checkpoints" / f"ckpt_{s:07d}.pt", weights_only=False) for s in (1, 2))
+
+    def moved(a, b, prefix=""):
+        return any(not torch.equal(a[k], b[k]) for k in a if k.startswith(prefix) and a[k].is_floating_point())
+
+    assert moved(c1["C"], c2["C"]), "C did not change"
+    assert moved(c1["critic"], c2["critic"]), "critic did not change"
+    for prefix in ("generator.synthesis.", "extractor.", "mapper.", "encoder.", "fusion.", "binary_code.",
+                   "decoder."):
+        assert moved(c1["model"], c2["model"], prefix), f"{prefix} did not change"
+        assert moved(init, c1["model"], prefix), f"{prefix} did not change in step 1"
+    final = m.state_dict()
+    for prefix in ("identity_encoder.", "prior3d.", "generator.mapping.", "fake_identity."):
+        assert not moved(init, final, prefix), f"frozen {prefix} changed"
+
+
+def test_optimizer_groups_have_the_paper_learning_rates():
+    m = tiny_model()
+    cfg = tiny_cfg()
+    m.generator.mapping.requires_grad_(False)
+    C = torch.nn.Linear(1, 1)
+    critic = SteganalysisCritic(cfg.critic_config(RES))
+    opt_G, opt_C, opt_critic = build_optimizers(m, C, critic, cfg)
+    groups = {g["name"]: g for g in opt_G.param_groups}
+    assert groups["stylegan2"]["lr"] == 1e-4 and groups["other"]["lr"] == 1e-3
+    sg = {id(p) for p in groups["stylegan2"]["params"]}
+    assert sg == {id(p) for p in m.generator.synthesis.parameters()}  # mapping frozen, left out
+    other = {id(p) for p in groups["other"]["params"]}
+    for mod in (m.extractor, m.mapper, m.encoder, m.fusion, m.binary_code, m.decoder):
+        assert all(id(p) in other for p in mod.parameters())
+    assert opt_critic.param_groups[0]["lr"] == 1e-3
+    assert opt_C.param_groups[0]["lr"] == pytest.approx(1e-4 * 2 / 3)  # lazy R1 adjustment, r1_every=2
+
+
+def test_teacher_forced_recovery_equals_model_recover():
+    m = tiny_model()
+    x = torch.rand(2, 3, RES, RES) * 2 - 1
+    with torch.no_grad():
+        a = m.anonymize(x, seed=0)
+        r1 = m.recover(a["images"], password=a["password"])["images"]
+        r2 = recover_teacher_forced(m, a["images"], a["password"])["images"]
+    assert torch.equal(r1, r2)
+
+
+def test_resume_is_bit_identical(tmp_path, data):
+    """4 straight steps vs 2 steps, a 'kill', a restart from the checkpoint and 2 more: tolerance 0."""
+    cfg = tiny_cfg(steps=4)
+    straight = tiny_model()
+    res_a = train_drdpgan(straight, data, cfg, tmp_path / "a", progress=False)
+
+    first = tiny_model()
+    r = train_drdpgan(first, data, tiny_cfg(steps=4, stop_after=2), tmp_path / "b", progress=False)
+    assert r["stopped_early"] and r["step"] == 2
+    del first
+    resumed = tiny_model()
+    with torch.no_grad():  # perturb the trainable parts: they must all come from the checkpoint
+        for n, p in resumed.named_parameters():
+            if not n.startswith(("identity_encoder.", "prior3d.")):
+                p.add_(torch.randn_like(p))
+    res_b = train_drdpgan(resumed, data, cfg, tmp_path / "b", progress=False)
+    assert res_b["step"] == 4
+    sa, sb = straight.state_dict(), resumed.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    ca = torch.load(latest_checkpoint(tmp_path / "a"), weights_only=False)
+    cb = torch.load(latest_checkpoint(tmp_path / "b"), weights_only=False)
+    for part in ("C", "critic"):
+        for k in ca[part]:
+            assert torch.equal(ca[part][k], cb[part][k]), (part, k)
+    assert res_a["last"] == res_b["last"]
+    da, db = pd.read_csv(tmp_path / "a" / "losses.csv"), pd.read_csv(tmp_path / "b" / "losses.csv")
+    assert da["step"].tolist() == db["step"].tolist() == [1, 2, 3, 4]
+    pd.testing.assert_frame_equal(da[LOSS_COLUMNS], db[LOSS_COLUMNS])
+    # a finished run re-entered does nothing and reports the stored result
+    again = train_drdpgan(copy.deepcopy(resumed), data, cfg, tmp_path / "b", progress=False)
+    assert again["step"] == 4 and again["last"] == res_b["last"]
+
+
+def test_changed_config_on_resume_is_refused(tmp_path, data):
+    m = tiny_model()
+    train_drdpgan(m, data, tiny_cfg(steps=2, stop_after=1), tmp_path, progress=False)
+    with pytest.raises(ValueError, match=r"ckpt_0000001\.pt.*train\.w_rec_pixel"):
+        train_drdpgan(tiny_model(), data, tiny_cfg(steps=2, w_rec_pixel=0.0), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="frozen identity encoder"):
+        train_drdpgan(tiny_model(seed=1), data, tiny_cfg(steps=2), tmp_path, progress=False)
+    # steps / logging intervals may change
+    res = train_drdpgan(tiny_model(), data, tiny_cfg(steps=3, log_every=2), tmp_path, progress=False)
+    assert res["step"] == 3
