@@ -55,7 +55,8 @@ from .models.prior3d import (
     predict_prior3d,
     r2_per_coefficient,
 )
-from .repro import atomic_torch_save, atomic_write_json, make_generator, seed_everything
+from .checkpoints import CheckpointError, load_model, save_checkpoint
+from .repro import atomic_write_json, make_generator, seed_everything
 
 __all__ = [
     "IdentityTrainConfig",
@@ -311,12 +312,14 @@ def _images(batch: dict, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-def _save(out_dir, name: str, payload: dict, history: dict) -> None:
+def _save(out_dir, name: str, model: nn.Module, history: dict, extra: dict | None = None) -> None:
+    """``out_dir/<name>.pt`` in the package's one checkpoint format (:mod:`drdpgan.checkpoints`)."""
     if out_dir is None:
         return
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_torch_save(payload, out / f"{name}.pt")
+    metrics = {k: v for k, v in history.items() if isinstance(v, (int, float))}
+    save_checkpoint(out / f"{name}.pt", model, metrics=metrics, extra=extra)
     atomic_write_json(out / f"{name}_history.json", history)
 
 
@@ -363,18 +366,17 @@ def train_identity_encoder(
     head.set_margin(tcfg.arcface_m)
     hist.update(n_classes=n_classes, n_params=count_parameters(encoder), n_train=len(train_dataset),
                 cfg=asdict(cfg), tcfg=asdict(tcfg))
-    _save(out_dir, "identity_encoder",
-          {"cfg": asdict(cfg), "tcfg": asdict(tcfg), "state_dict": encoder.state_dict(),
-           "head_state_dict": head.state_dict(), "n_classes": n_classes}, hist)
+    _save(out_dir, "identity_encoder", encoder, hist,
+          extra={"tcfg": asdict(tcfg), "head_state_dict": head.state_dict(), "n_classes": n_classes})
     return encoder.eval(), hist
 
 
 def load_identity_encoder(path) -> IdentityEncoder:
-    """Load an encoder saved by :func:`train_identity_encoder` (``.../identity_encoder.pt``)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    enc = IdentityEncoder(IdentityEncoderConfig(**ckpt["cfg"]))
-    enc.load_state_dict(ckpt["state_dict"])
-    return enc.eval()
+    """Load ``.../identity_encoder.pt`` (any checkpoint of this kind) through :func:`drdpgan.checkpoints.load_model`."""
+    model, info = load_model(path)
+    if not isinstance(model, IdentityEncoder):
+        raise CheckpointError(f"{path}: holds a {info['kind']}, not a identity_encoder")
+    return model
 
 
 # --------------------------------------------------------------------------- FaceNet evaluator
@@ -415,7 +417,7 @@ def train_facenet(
     hist = _fit([model], loader, tcfg, step_fn, "facenet", progress)
     hist.update(n_classes=n_classes, n_params=count_parameters(model), n_train=len(train_dataset),
                 cfg=asdict(model.cfg), tcfg=asdict(tcfg))
-    _save(out_dir, "facenet", {"cfg": asdict(model.cfg), "tcfg": asdict(tcfg), "state_dict": model.state_dict()}, hist)
+    _save(out_dir, "facenet", model, hist, extra={"tcfg": asdict(tcfg)})
     return model.eval(), hist
 
 
@@ -439,11 +441,11 @@ def train_facenet_classifier(
 
 
 def load_facenet(path) -> FaceNetEvaluator:
-    """Load a model saved by :func:`train_facenet` (``.../facenet.pt``)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    model = FaceNetEvaluator(FaceNetConfig(**ckpt["cfg"]))
-    model.load_state_dict(ckpt["state_dict"])
-    return model.eval()
+    """Load ``.../facenet.pt`` (any checkpoint of this kind) through :func:`drdpgan.checkpoints.load_model`."""
+    model, info = load_model(path)
+    if not isinstance(model, FaceNetEvaluator):
+        raise CheckpointError(f"{path}: holds a {info['kind']}, not a facenet")
+    return model
 
 
 # --------------------------------------------------------------------------- 3D prior
@@ -512,16 +514,16 @@ def train_prior3d(
     hist = _fit([model], loader, tcfg, step_fn, "3D prior", progress)
     hist.update(n_params=count_parameters(model), n_train=len(train_dataset), cfg=asdict(cfg), tcfg=asdict(tcfg),
                 target_mean=model.target_mean.tolist(), target_std=model.target_std.tolist())
-    _save(out_dir, "prior3d", {"cfg": asdict(cfg), "tcfg": asdict(tcfg), "state_dict": model.state_dict()}, hist)
+    _save(out_dir, "prior3d", model, hist, extra={"tcfg": asdict(tcfg)})
     return model.eval(), hist
 
 
 def load_prior3d(path) -> Prior3DRegressor:
-    """Load a model saved by :func:`train_prior3d` (``.../prior3d.pt``)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    model = Prior3DRegressor(Prior3DConfig(**ckpt["cfg"]))
-    model.load_state_dict(ckpt["state_dict"])
-    return model.eval()
+    """Load ``.../prior3d.pt`` (any checkpoint of this kind) through :func:`drdpgan.checkpoints.load_model`."""
+    model, info = load_model(path)
+    if not isinstance(model, Prior3DRegressor):
+        raise CheckpointError(f"{path}: holds a {info['kind']}, not a prior3d")
+    return model
 
 
 # --------------------------------------------------------------------------- timing
