@@ -1,0 +1,516 @@
+"""The measurements of the paper's evaluation protocol (Sec. 4.2-4.3, Tables 1-3, Figures 6-8).
+
+Image metrics (Table 2 "MAE" / "PSNR", plus SSIM): the project's images live in ``[-1, 1]``;
+the paper measures on ``[0, 1]`` images, so every image metric here first maps its inputs
+with :func:`to_unit_range` (clamped to ``[-1, 1]`` first, as a saved image would be) and then
+measures in ``[0, 1]``. Pass ``unit_range=True`` when the inputs are already in ``[0, 1]``.
+All image metrics are computed **per image and then averaged over images** (the convention of
+image-restoration papers); ``reduction="none"`` returns the per-image values.
+
+Identity metrics (Table 1 and Table 2 "Cosine Similarity"):
+
+* :func:`identity_cosines` -- per-image cosine between the embedding of an original and that
+  of its anonymized (Table 2 col. 1, lower = better) or recovered (col. 2, higher = better)
+  version, under an *evaluator* network (never the identity encoder of the training losses).
+* :func:`table1_classifier_protocol` -- Table 1: a FaceNet classifier trained on generated
+  images labelled with the *original* identities, tested on real held-out images of the same
+  identities (low accuracy on anonymized = good anonymization; high on recovered = good
+  recovery); chance is ``1 / n_classes``.
+
+Password metrics (Table 3): :func:`drdpgan.models.binary_code.bit_error_rate` and
+:func:`drdpgan.models.binary_code.float_mse`, re-exported here (not re-implemented).
+
+Figures: :func:`embedding_projection` / :func:`plot_identity_distribution` (Figure 8: original,
+anonymized and recovered identity embeddings projected jointly to 2-D and 3-D) and
+:func:`diversity_matrix` (Figures 6-7: one face anonymized under several noises).
+
+Paper numbers: :func:`paper_reference` (Tables 1-3 as printed, checked against the paper
+text) and :func:`comparison_table` (the package's measurement beside the paper's figures).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from .models.binary_code import bit_error_rate, float_mse
+
+__all__ = [
+    "to_unit_range",
+    "mae",
+    "psnr",
+    "ssim",
+    "bit_error_rate",
+    "float_mse",
+    "cosine",
+    "identity_cosines",
+    "TensorFaceDataset",
+    "table1_classifier_protocol",
+    "embedding_projection",
+    "plot_identity_distribution",
+    "diversity_matrix",
+    "paper_reference",
+    "comparison_table",
+    "PAPER_TABLES",
+    "REFERENCE_ALIASES",
+]
+
+
+# --------------------------------------------------------------------------- image metrics
+
+
+def to_unit_range(x: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+    """``[-1, 1] -> [0, 1]``: ``(x + 1) / 2`` in float32 (clamped to ``[0, 1]`` when ``clamp``)."""
+    y = (torch.as_tensor(x).float() + 1.0) / 2.0
+    return y.clamp(0.0, 1.0) if clamp else y
+
+
+def _pair(a, b, unit_range: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    a, b = torch.as_tensor(a), torch.as_tensor(b)
+    if a.shape != b.shape:
+        raise ValueError(f"shape mismatch {tuple(a.shape)} vs {tuple(b.shape)}")
+    if a.dim() == 3:  # a single (C,H,W) image
+        a, b = a[None], b[None]
+    if a.dim() != 4:
+        raise ValueError(f"expected (B,C,H,W) or (C,H,W) images, got shape {tuple(a.shape)}")
+    if unit_range:
+        return a.double(), b.double()
+    return to_unit_range(a).double(), to_unit_range(b).double()
+
+
+def _reduce(v: torch.Tensor, reduction: str):
+    if reduction == "mean":
+        return float(v.mean())
+    if reduction == "none":
+        return v.float()
+    raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+
+
+def mae(a, b, unit_range: bool = False, reduction: str = "mean"):
+    """Mean absolute error (Table 2 "MAE") between two image batches, measured in ``[0, 1]``.
+
+    ``a``, ``b``: ``(B,C,H,W)`` (or one ``(C,H,W)``) in ``[-1, 1]`` (``unit_range=True``: already
+    in ``[0, 1]``). Per image: ``mean |a01 - b01|`` over all channels and pixels; then the mean
+    over images (equal to the global mean since all images have the same size).
+    ``reduction="none"`` -> the ``(B,)`` per-image values.
+    """
+    x, y = _pair(a, b, unit_range)
+    return _reduce((x - y).abs().flatten(1).mean(1), reduction)
+
+
+def psnr(a, b, data_range: float = 1.0, unit_range: bool = False, reduction: str = "mean",
+         max_db: float = 100.0):
+    """Peak signal-to-noise ratio in dB (Table 2 "PSNR"), measured in ``[0, 1]``.
+
+    Per image ``i``: ``MSE_i = mean (a01 - b01)^2`` over channels and pixels and
+    ``PSNR_i = 10 log10(data_range^2 / MSE_i)``; the result is the **mean of the per-image
+    PSNRs** (not the PSNR of the mean MSE, which is lower by Jensen's inequality). An identical
+    pair (``MSE_i = 0``) is capped at ``max_db`` (default 100 dB) so the mean stays finite.
+    Example: a constant offset of 0.1 in ``[0, 1]`` gives exactly 20 dB.
+    """
+    x, y = _pair(a, b, unit_range)
+    mse = ((x - y) ** 2).flatten(1).mean(1)
+    floor = data_range**2 / 10 ** (max_db / 10)
+    v = 10.0 * torch.log10(data_range**2 / mse.clamp_min(floor))
+    return _reduce(v, reduction)
+
+
+def _gaussian_kernel(size: int, sigma: float) -> torch.Tensor:
+    c = torch.arange(size, dtype=torch.float64) - (size - 1) / 2.0
+    g = torch.exp(-(c**2) / (2.0 * sigma**2))
+    return g / g.sum()
+
+
+def ssim(a, b, data_range: float = 1.0, unit_range: bool = False, reduction: str = "mean",
+         window: int = 11, sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03):
+    """Structural similarity (Wang et al. 2004), Gaussian window 11x11, sigma 1.5, in ``[0, 1]``.
+
+    Local means, variances and covariance are Gaussian-weighted averages (population, i.e.
+    biased, moments) over the window, computed per channel at every position where the whole
+    window fits inside the image ("valid" positions, no padding);
+    ``SSIM = (2 mu_a mu_b + C1)(2 cov + C2) / ((mu_a^2 + mu_b^2 + C1)(var_a + var_b + C2))``
+    with ``C1 = (k1 L)^2``, ``C2 = (k2 L)^2``, ``L = data_range``. Per image: the mean of the SSIM
+    map over channels and valid positions; then the mean over images.
+
+    This is the convention of Wang et al.'s reference MATLAB code (``filter2(..., 'valid')``) and
+    of ``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False, data_range=1)`` (reflect-filtered, then the 5-px border
+    cropped before averaging = valid positions; equal to 1e-15 with scikit-image 0.26.0, a pinned
+    value is in the tests). ``torchmetrics`` 1.9's
+    ``structural_similarity_index_measure`` computes the same map but averages it over the
+    whole reflect-padded image, borders included, so its value differs slightly (~1e-3 on
+    40 px noisy images); the test suite checks that our value equals torchmetrics' full map
+    with the border cropped. Images smaller than the window are refused.
+    """
+    x, y = _pair(a, b, unit_range)
+    h, w = x.shape[-2:]
+    if h < window or w < window:
+        raise ValueError(f"images of {h}x{w} are smaller than the {window}x{window} SSIM window")
+    b, c = x.shape[:2]
+    g = _gaussian_kernel(window, sigma)
+    kx, ky = g.view(1, 1, 1, window), g.view(1, 1, window, 1)
+
+    def blur(t):  # separable Gaussian, valid positions; channels folded into the batch (fast path)
+        return F.conv2d(F.conv2d(t.reshape(b * c, 1, h, w), kx), ky).reshape(b, c, h - window + 1, w - window + 1)
+
+    mu_x, mu_y = blur(x), blur(y)
+    sxx = blur(x * x) - mu_x**2
+    syy = blur(y * y) - mu_y**2
+    sxy = blur(x * y) - mu_x * mu_y
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    smap = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
+    return _reduce(smap.flatten(1).mean(1), reduction)
+
+
+# --------------------------------------------------------------------------- identity metrics
+
+
+def cosine(a, b) -> np.ndarray:
+    """Row-wise cosine similarity of two ``(N,D)`` arrays/tensors -> float64 ``(N,)``.
+
+    Rows are L2-normalised first (raw or normalised embeddings both work)."""
+    a = a.detach().cpu().double().numpy() if isinstance(a, torch.Tensor) else np.asarray(a, np.float64)
+    b = b.detach().cpu().double().numpy() if isinstance(b, torch.Tensor) else np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"shape mismatch {a.shape} vs {b.shape}")
+    a = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12)
+    return np.sum(a * b, axis=-1)
+
+
+@torch.no_grad()
+def _embed_all(embed_fn: Callable, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Embed ``(N,3,H,W)`` images in batches; an ``nn.Module`` runs in eval mode (restored after)."""
+    was_training = isinstance(embed_fn, nn.Module) and embed_fn.training
+    if isinstance(embed_fn, nn.Module):
+        embed_fn.eval()
+    try:
+        outs = [torch.as_tensor(embed_fn(images[i : i + batch_size])).detach().float().cpu()
+                for i in range(0, len(images), batch_size)]
+    finally:
+        if was_training:
+            embed_fn.train()
+    return torch.cat(outs) if outs else torch.empty(0, 0)
+
+
+def identity_cosines(embed_fn: Callable, originals: torch.Tensor, others: torch.Tensor,
+                     batch_size: int = 64) -> np.ndarray:
+    """Per-image identity cosine between originals and their anonymized/recovered versions.
+
+    ``embed_fn``: images ``(B,3,H,W)`` in ``[-1, 1]`` -> embeddings ``(B,D)`` (e.g. the FaceNet
+    evaluator, or :class:`drdpgan.dlib_face.DlibFaceDescriptor`); an ``nn.Module`` is run in
+    eval mode under ``no_grad``. ``originals[i]`` is paired with ``others[i]``. Returns float64
+    ``(N,)`` cosines; Table 2 reports their mean (anonymized: lower is better; recovered:
+    higher is better).
+    """
+    if len(originals) != len(others):
+        raise ValueError(f"{len(originals)} originals vs {len(others)} others")
+    ea = _embed_all(embed_fn, originals, batch_size)
+    eb = _embed_all(embed_fn, others, batch_size)
+    return cosine(ea, eb)
+
+
+class TensorFaceDataset(Dataset):
+    """In-memory images + labels with the package's item contract.
+
+    ``images``: ``(N,3,H,W)`` float in ``[-1, 1]`` (uint8 is converted); ``labels``: ``(N,)``
+    ints. Items: ``{"image": (3,H,W) float32, "identity": int64 scalar tensor, "index": int}``.
+    Attributes ``labels`` (int64 numpy), ``n_identities`` (given, else ``max(labels) + 1``) and
+    ``image_size``.
+    """
+
+    def __init__(self, images, labels, n_identities: int | None = None):
+        x = torch.as_tensor(images)
+        if x.dtype == torch.uint8:
+            x = x.float() / 127.5 - 1.0
+        self.images = x.float()
+        self.labels = np.asarray(torch.as_tensor(labels).cpu().numpy(), dtype=np.int64).ravel()
+        if len(self.labels) != len(self.images):
+            raise ValueError(f"{len(self.images)} images vs {len(self.labels)} labels")
+        self.n_identities = int(n_identities) if n_identities is not None else int(self.labels.max()) + 1
+        self.image_size = int(self.images.shape[-1])
+
+    def __len__(self) -> int:
+        return int(len(self.labels))
+
+    def __getitem__(self, i: int) -> dict:
+        i = int(i)
+        return {"image": self.images[i], "identity": torch.tensor(self.labels[i], dtype=torch.int64), "index": i}
+
+
+def table1_classifier_protocol(train_images, train_labels, test_dataset, n_classes: int, cfg=None,
+                               seed: int = 0, progress: bool = False, tcfg=None,
+                               return_model: bool = False) -> dict[str, Any]:
+    """Table 1: train a FaceNet classifier on given images with the ORIGINAL labels, test on real ones.
+
+    ``train_images`` ``(N,3,H,W)`` in ``[-1, 1]`` -- anonymized, recovered or original images --
+    with ``train_labels`` the identities of the *originals* they came from (``0..n_classes-1``).
+    A fresh :class:`~drdpgan.models.facenet.FaceNetEvaluator` (architecture ``cfg``, a
+    :class:`~drdpgan.models.facenet.FaceNetConfig`) is trained by
+    :func:`drdpgan.train_priors.train_facenet_classifier` (training config ``tcfg``, a
+    :class:`~drdpgan.train_priors.FaceNetTrainConfig`, whose ``seed`` is replaced by ``seed``),
+    then scored with :func:`~drdpgan.models.facenet.classifier_accuracy` on ``test_dataset``: real
+    held-out images of the same identities (a dataset of item dicts, or ``(images, labels)``).
+
+    Returns ``{"acc", "chance" (= 1/n_classes), "n_classes", "n_train", "n_test",
+    "train_acc_last_epoch", "train_steps", "train_time_s"}`` (+ ``"model"`` when
+    ``return_model``). Accuracies are fractions (the paper prints percentages).
+    """
+    from dataclasses import replace
+
+    from .models.facenet import classifier_accuracy
+    from .train_priors import FaceNetTrainConfig, train_facenet_classifier
+
+    tcfg = replace(tcfg, seed=int(seed)) if tcfg is not None else FaceNetTrainConfig(seed=int(seed))
+    train_ds = TensorFaceDataset(train_images, train_labels, n_identities=n_classes)
+    if train_ds.labels.min() < 0 or train_ds.labels.max() >= n_classes:
+        raise ValueError(f"train labels must lie in 0..{n_classes - 1}")
+    model = train_facenet_classifier(train_ds, n_classes, cfg=cfg, progress=progress, tcfg=tcfg)
+    acc = classifier_accuracy(model, test_dataset)
+    hist = getattr(model, "train_history", {}) or {}
+    epochs = hist.get("epochs") or []
+    out: dict[str, Any] = {
+        "acc": float(acc),
+        "chance": 1.0 / n_classes,
+        "n_classes": int(n_classes),
+        "n_train": len(train_ds),
+        "n_test": len(test_dataset[1]) if isinstance(test_dataset, (tuple, list)) else len(test_dataset),
+        "train_acc_last_epoch": (epochs[-1].get("acc") if epochs else None),
+        "train_steps": hist.get("steps"),
+        "train_time_s": hist.get("time_s"),
+    }
+    if return_model:
+        out["model"] = model
+    return out
+
+
+# --------------------------------------------------------------------------- Figure 8
+
+
+def _as_np(x) -> np.ndarray:
+    return x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float64)
+
+
+def embedding_projection(embeddings_by_group: Mapping[str, Any], method: str = "pca", dims: int = 2,
+                         seed: int = 0, normalize: bool = True, perplexity: float | None = None,
+                         n_threads: int | None = 1, **tsne_kwargs) -> dict[str, np.ndarray]:
+    """Project several groups of embeddings **jointly** to ``dims`` (2 or 3) dimensions.
+
+    ``embeddings_by_group``: e.g. ``{"original": (N,D), "anonymized": (N,D), "recovered": (N,D)}``.
+    The groups are concatenated (rows L2-normalised first when ``normalize``, so distances
+    reflect cosines), one projection is fitted on all rows -- so the groups share one
+    coordinate system, as in Figure 8 -- and split back: returns ``{group: (N_g, dims)}``
+    float64. ``method="pca"``: ``sklearn.decomposition.PCA(dims, random_state=seed)``;
+    ``"tsne"``: ``sklearn.manifold.TSNE(dims, init="pca", random_state=seed,
+    perplexity=min(30, (n-1)/3), **tsne_kwargs)`` (e.g. ``max_iter=250`` to be faster; t-SNE
+    needs n >= 4 rows). Deterministic for a fixed seed. The fit runs under
+    ``threadpoolctl.threadpool_limits(n_threads)`` (default 1: on the shared 2-core machine
+    OpenMP threads spin-wait -- t-SNE on 36 points took 4 s of CPU with the default threads
+    and 0.05 s with one); ``None`` leaves the thread pools as they are.
+    """
+    if dims not in (2, 3):
+        raise ValueError(f"dims must be 2 or 3, got {dims}")
+    names = list(embeddings_by_group)
+    arrays = [_as_np(embeddings_by_group[k]).reshape(len(embeddings_by_group[k]), -1) for k in names]
+    x = np.concatenate(arrays, 0)
+    if normalize:
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    n = len(x)
+    if n < dims + 1:
+        raise ValueError(f"need at least {dims + 1} rows to project to {dims} dims, got {n}")
+    if method not in ("pca", "tsne"):
+        raise ValueError(f"method must be 'pca' or 'tsne', got {method!r}")
+    from contextlib import nullcontext
+
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(int(n_threads)) if n_threads else nullcontext():
+        if method == "pca":
+            from sklearn.decomposition import PCA
+
+            z = PCA(n_components=dims, random_state=seed).fit_transform(x)
+        else:
+            from sklearn.manifold import TSNE
+
+            p = perplexity if perplexity is not None else min(30.0, max((n - 1) / 3.0, 1.0))
+            z = TSNE(n_components=dims, init="pca", random_state=seed, perplexity=p,
+                     **tsne_kwargs).fit_transform(x)
+    out, s = {}, 0
+    for k, a in zip(names, arrays):
+        out[k] = np.asarray(z[s : s + len(a)], np.float64)
+        s += len(a)
+    return out
+
+
+_GROUP_COLOURS = {"original": "tab:blue", "anonymized": "tab:red", "recovered": "tab:green"}
+_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p"]
+
+
+def plot_identity_distribution(embeddings_by_group: Mapping[str, Any], identities=None, method: str = "pca",
+                               seed: int = 0, title: str | None = None, figsize=(11, 4.8), **tsne_kwargs):
+    """Figure 8: original / anonymized / recovered identity embeddings in 3-D (a) and 2-D (b).
+
+    Both panels come from :func:`embedding_projection` (fitted jointly on all groups). Colour =
+    group (original blue, anonymized red, recovered green; others from the default cycle);
+    ``identities`` (one label array, the same for every group, rows aligned) -> marker per
+    identity (cycling through 12 markers). Returns the matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    p3 = embedding_projection(embeddings_by_group, method, 3, seed, **tsne_kwargs)
+    p2 = embedding_projection(embeddings_by_group, method, 2, seed, **tsne_kwargs)
+    fig = plt.figure(figsize=figsize)
+    ax3 = fig.add_subplot(1, 2, 1, projection="3d")
+    ax2 = fig.add_subplot(1, 2, 2)
+    cycle = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["k"])
+    ids = None if identities is None else np.asarray(identities).ravel()
+    uniq = [] if ids is None else list(np.unique(ids))
+    for gi, name in enumerate(p2):
+        col = _GROUP_COLOURS.get(name, cycle[gi % len(cycle)])
+        n = len(p2[name])
+        if ids is not None and len(ids) != n:
+            raise ValueError(f"identities has {len(ids)} entries, group {name!r} has {n} rows")
+        groups = [(np.arange(n), "o")] if ids is None else [
+            (np.flatnonzero(ids == u), _MARKERS[k % len(_MARKERS)]) for k, u in enumerate(uniq)]
+        for j, (rows, mk) in enumerate(groups):
+            lab = name if j == 0 else None
+            ax3.scatter(p3[name][rows, 0], p3[name][rows, 1], p3[name][rows, 2], c=col, marker=mk, s=18,
+                        alpha=0.8, label=lab)
+            ax2.scatter(p2[name][rows, 0], p2[name][rows, 1], c=col, marker=mk, s=18, alpha=0.8, label=lab)
+    ax3.set_title(f"(a) 3-D {method.upper()}", fontsize=9)
+    ax2.set_title(f"(b) 2-D {method.upper()}", fontsize=9)
+    ax2.legend(fontsize=8, loc="best")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- Figures 6-7
+
+
+def diversity_matrix(embed_fn: Callable, variants: torch.Tensor, batch_size: int = 64
+                     ) -> tuple[np.ndarray, float]:
+    """Identity diversity of one input's anonymized versions under K noises (Figures 6-7).
+
+    ``variants``: ``(K,3,H,W)`` in ``[-1, 1]``, the same face anonymized with K different noise
+    draws. Returns ``(M, mean_offdiag)``: ``M`` the ``(K,K)`` float64 matrix of pairwise cosines
+    of their embeddings under ``embed_fn`` (diagonal 1), and the mean of its ``K(K-1)``
+    off-diagonal entries (lower = more diverse fake identities; NaN when K < 2).
+    """
+    e = _as_np(_embed_all(embed_fn, torch.as_tensor(variants), batch_size))
+    e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    m = e @ e.T
+    k = len(m)
+    off = float((m.sum() - np.trace(m)) / (k * (k - 1))) if k >= 2 else float("nan")
+    return m, off
+
+
+# --------------------------------------------------------------------------- paper numbers
+
+#: The paper's Tables 1-3, transcribed from the text (Sec. 4.3). Table 1 accuracies are
+#: converted from percent to fractions (the package measures fractions). ``better``: which
+#: direction is better. Table 3 reports only the paper's own method.
+PAPER_TABLES: list[dict[str, Any]] = [
+    # Table 1 -- CASIA, FaceNet classifier trained on generated images, tested on real ones.
+    {"table": "Table 1", "dataset": "CASIA", "key": "cls.acc_anonymized",
+     "metric": "FaceNet classifier accuracy, trained on anonymized (fraction)", "better": "lower",
+     "ours": 0.0685, "RiDDLE": 0.0756, "FIT": 0.0963},
+    {"table": "Table 1", "dataset": "CASIA", "key": "cls.acc_recovered",
+     "metric": "FaceNet classifier accuracy, trained on recovered (fraction)", "better": "higher",
+     "ours": 0.9379, "RiDDLE": 0.9236, "FIT": 0.9102},
+    # Table 2 -- CelebA-HQ.
+    {"table": "Table 2", "dataset": "CelebA-HQ", "key": "anon.cos",
+     "metric": "identity cosine, anonymized vs original", "better": "lower",
+     "ours": 0.103, "RiDDLE": 0.159, "FIT": 0.181},
+    {"table": "Table 2", "dataset": "CelebA-HQ", "key": "rec.cos",
+     "metric": "identity cosine, recovered vs original", "better": "higher",
+     "ours": 0.811, "RiDDLE": 0.782, "FIT": 0.760},
+    {"table": "Table 2", "dataset": "CelebA-HQ", "key": "rec.mae",
+     "metric": "recovery MAE ([0,1] images)", "better": "lower",
+     "ours": 0.055, "RiDDLE": 0.079, "FIT": 0.070},
+    {"table": "Table 2", "dataset": "CelebA-HQ", "key": "rec.psnr",
+     "metric": "recovery PSNR (dB)", "better": "higher",
+     "ours": 23.029, "RiDDLE": 20.231, "FIT": 19.215},
+    # Table 3 -- password accuracy, the paper's method only.
+    {"table": "Table 3", "dataset": "CelebA-HQ", "key": "password.ber",
+     "metric": "password bit error rate", "better": "lower", "ours": 0.0001, "RiDDLE": None, "FIT": None},
+    {"table": "Table 3", "dataset": "CelebA-HQ", "key": "password.fmse",
+     "metric": "password float MSE", "better": "lower", "ours": 0.0010, "RiDDLE": None, "FIT": None},
+    {"table": "Table 3", "dataset": "CASIA", "key": "password.ber",
+     "metric": "password bit error rate", "better": "lower", "ours": 0.0001, "RiDDLE": None, "FIT": None},
+    {"table": "Table 3", "dataset": "CASIA", "key": "password.fmse",
+     "metric": "password float MSE", "better": "lower", "ours": 0.0013, "RiDDLE": None, "FIT": None},
+]
+
+#: Package metric keys that measure the same quantity as a paper key with another recognizer.
+REFERENCE_ALIASES: dict[str, str] = {
+    "anon.cos_train_encoder": "anon.cos",
+    "anon.cos_dlib": "anon.cos",
+    "rec.cos_train_encoder": "rec.cos",
+    "rec.cos_dlib": "rec.cos",
+    "hiding.ber": "password.ber",
+    "hiding.fmse": "password.fmse",
+}
+
+
+def paper_reference():
+    """The paper's Tables 1-3 as a ``pandas.DataFrame``, one row per (table, dataset, metric).
+
+    Columns: ``table, dataset, key`` (the package's metric key, see
+    :data:`drdpgan.results.METRIC_KEYS`), ``metric``, ``better`` (``"lower"``/``"higher"``),
+    ``ours`` (DR-DPGAN), ``RiDDLE``, ``FIT`` (NaN where the paper gives none: Table 3).
+    Table 1 values are fractions (paper: 6.85 % -> 0.0685). ``pandas.DataFrame(PAPER_TABLES)``.
+    """
+    import pandas as pd
+
+    return pd.DataFrame(PAPER_TABLES).astype({"ours": float, "RiDDLE": float, "FIT": float})
+
+
+def comparison_table(measured: Mapping[str, float], keys: Iterable[str] | None = None,
+                     dataset: str | None = None):
+    """The package's measurements in a column beside the paper's figures -> ``pandas.DataFrame``.
+
+    Columns, in order: ``metric, key, package, paper, RiDDLE, FIT, paper_dataset, better``;
+    ``paper`` is the paper's own method (DR-DPGAN, "ours" in its tables). ``keys`` defaults to
+    the paper's keys (Tables 1-3 order) followed by any other measured key. A key missing from
+    ``measured`` gets a NaN ``package`` value; a key the paper does not report gets NaN paper
+    columns unless it is in :data:`REFERENCE_ALIASES` (e.g. ``anon.cos_dlib`` is compared with
+    the paper's ``anon.cos``). Table 3 keys appear once per paper dataset (CelebA-HQ, CASIA)
+    unless ``dataset`` selects one.
+    """
+    import pandas as pd
+
+    ref = paper_reference()
+    if dataset is not None:
+        ref = ref[(ref["table"] != "Table 3") | (ref["dataset"] == dataset)]
+    if keys is None:
+        keys = list(dict.fromkeys(list(ref["key"]) + list(measured)))
+    try:
+        from .results import METRIC_KEYS, documented_key
+    except Exception:  # pragma: no cover - results is part of the package
+        METRIC_KEYS, documented_key = {}, (lambda k: None)
+    rows = []
+    for key in keys:
+        base = REFERENCE_ALIASES.get(key, key)
+        hits = ref[ref["key"] == base]
+        value = measured.get(key, float("nan"))
+        value = float(value) if value is not None else float("nan")
+        if len(hits):
+            for _, r in hits.iterrows():
+                metric = r["metric"] if base == key else f"{r['metric']} [{key}]"
+                rows.append({"metric": metric, "key": key, "package": value, "paper": r["ours"],
+                             "RiDDLE": r["RiDDLE"], "FIT": r["FIT"], "paper_dataset": r["dataset"],
+                             "better": r["better"]})
+        else:
+            doc = documented_key(key)
+            rows.append({"metric": METRIC_KEYS.get(doc, key) if doc else key, "key": key, "package": value,
+                         "paper": float("nan"), "RiDDLE": float("nan"), "FIT": float("nan"),
+                         "paper_dataset": None, "better": None})
+    return pd.DataFrame(rows, columns=["metric", "key", "package", "paper", "RiDDLE", "FIT", "paper_dataset",
+                                       "better"])
