@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import get_profile
-from .repro import project_root
+from .repro import ArtifactCache, project_root
 
 
 @lru_cache(maxsize=None)
@@ -48,3 +48,337 @@ def notebook_params(stem: str, profile: str) -> dict[str, Any]:
         raise ValueError(f"profile {profile!r} sets {sorted(unknown)} not declared by {stem}.ipynb")
     defaults.update(overrides)
     return defaults
+
+
+# --------------------------------------------------------------------------- data (notebook 01)
+
+
+def _params(params_or_profile: dict[str, Any] | str, stem: str) -> dict[str, Any]:
+    return notebook_params(stem, params_or_profile) if isinstance(params_or_profile, str) else params_or_profile
+
+
+def world_config(params: dict[str, Any] | str):
+    """The synthetic world of a profile (notebook 01's ``seed`` and ``image_size``)."""
+    from .data.world import WorldConfig
+
+    p = _params(params, "01_data")
+    return WorldConfig(seed=int(p["seed"]), image_size=int(p["image_size"]))
+
+
+def synthetic_data(params: dict[str, Any] | str, progress: bool = True) -> dict[str, Any]:
+    """Rendered synthetic faces of a profile, cached under ``artifacts/<profile>/``.
+
+    ``train``: world identities ``0 .. n_identities-1`` (what every network trains on);
+    ``heldout``: the next ``n_heldout_identities`` identities, never trained on (verification,
+    anonymization and recovery are measured on them). Both carry the ground-truth coefficients.
+    """
+    from .data.datasets import SyntheticFaceDataset
+    from .data.world import WORLD_VERSION
+
+    p = _params(params, "01_data")
+    wc = world_config(p)
+    n_tr, n_ho = int(p["n_identities"]), int(p["n_heldout_identities"])
+    parts = {
+        "train": (range(0, n_tr), int(p["samples_per_identity"])),
+        "heldout": (range(n_tr, n_tr + n_ho), int(p["heldout_samples_per_identity"])),
+    }
+    out = {}
+    for name, (ids, spi) in parts.items():
+        spec = {"world": wc.__dict__, "version": WORLD_VERSION, "identities": [ids.start, ids.stop],
+                "samples_per_identity": spi}
+
+        def build(d, ids=ids, spi=spi):
+            SyntheticFaceDataset(wc, ids, spi, cache_dir=d, progress=progress)
+
+        path = ArtifactCache(p["profile"]).get(f"synthetic-{name}", spec, build)
+        out[name] = SyntheticFaceDataset(wc, ids, spi, cache_dir=path, progress=False)
+    return out
+
+
+def lfw_source_dir(params: dict[str, Any] | str) -> Path:
+    """Where the profile expects LFW (``lfw_source``, relative to the project root; env ``DRDPGAN_LFW`` wins)."""
+    import os
+
+    p = _params(params, "01_data")
+    src = Path(os.environ.get("DRDPGAN_LFW") or p["lfw_source"])
+    return src if src.is_absolute() else (project_root() / src).resolve()
+
+
+def lfw_aligned_dir(params: dict[str, Any] | str, progress: bool = True) -> Path:
+    """LFW aligned by ``data_scripts/prepare_lfw.py`` at the profile's size (resumable, cached)."""
+    import subprocess
+    import sys
+
+    p = _params(params, "01_data")
+    src = lfw_source_dir(p)
+    if not src.exists():
+        raise FileNotFoundError(
+            f"LFW not found at {src}: set the lfw_source parameter (or DRDPGAN_LFW) to a folder or archive "
+            f"of LFW, or run data_scripts/prepare_lfw.py --download on a machine with a network")
+    size = int(p["image_size"])
+    out = ArtifactCache(p["profile"]).path("lfw-aligned", {"src": str(src), "size": size, "seed": int(p["seed"])})
+    manifest = out / "manifest.csv"
+    if not manifest.is_file():
+        # The script is resumable on its own: an interrupted run continues where it stopped.
+        cmd = [sys.executable, str(project_root() / "data_scripts" / "prepare_lfw.py"), "--src", str(src),
+               "--out", str(out), "--size", str(size), "--seed", str(int(p["seed"]))]
+        if int(p.get("lfw_limit", 0) or 0) > 0:
+            cmd += ["--limit", str(int(p["lfw_limit"]))]
+        if not progress:
+            cmd.append("--quiet")
+        print("[lfw] aligning with MTCNN:", " ".join(cmd[1:]))
+        subprocess.run(cmd, check=True)
+    return out
+
+
+def face_data(params: dict[str, Any] | str, progress: bool = True) -> dict[str, Any]:
+    """The profile's faces as ``{"train", "heldout"}`` datasets of the package's item format.
+
+    ``dataset = "synthetic"``: the rendered world (:func:`synthetic_data`). ``dataset = "lfw"``:
+    the MTCNN-aligned LFW crops, identity-disjoint ``train`` / ``test`` splits of the manifest.
+    ``dataset = "manifest"``: any folder ``manifest_dir`` written by ``data_scripts/prepare_*.py``
+    (CelebA-HQ, CASIA-WebFace for the ``paper`` profile).
+    """
+    p = _params(params, "01_data")
+    if p["dataset"] == "synthetic":
+        return synthetic_data(p, progress)
+    if p["dataset"] == "lfw":
+        from .data.real import ManifestFaceDataset
+
+        root = lfw_aligned_dir(p, progress)
+        return {"train": ManifestFaceDataset(root, split="train", in_memory=True),
+                "heldout": ManifestFaceDataset(root, split="test", in_memory=True)}
+    if p["dataset"] == "manifest":
+        from .data.real import ManifestFaceDataset
+
+        root = Path(p["manifest_dir"])
+        root = root if root.is_absolute() else project_root() / root
+        if not (root / "manifest.csv").is_file():
+            raise FileNotFoundError(f"{root / 'manifest.csv'}: prepare the dataset first with data_scripts/prepare_*.py")
+        return {"train": ManifestFaceDataset(root, split="train", in_memory=True, drop_unknown=True),
+                "heldout": ManifestFaceDataset(root, split="test", in_memory=True, drop_unknown=True)}
+    raise ValueError(f"dataset must be 'synthetic', 'lfw' or 'manifest', got {p['dataset']!r}")
+
+
+def collect(stem: str, namespace: dict[str, Any]) -> dict[str, Any]:
+    """A notebook's parameters as it runs: the names its ``parameters`` cell declares, read from
+    ``namespace`` (``globals()`` in the notebook: injected or edited values included)."""
+    names = _declared_defaults(str(notebook_path(stem)))
+    missing = [n for n in names if n not in namespace]
+    if missing:
+        raise NameError(f"{stem}: parameters {missing} are not defined; run the parameters cell first")
+    return {n: namespace[n] for n in names}
+
+
+def images_of(dataset, indices=None) -> "torch.Tensor":
+    """All (or the given) images of a dataset as one float tensor (N, 3, H, W) in [-1, 1]."""
+    import torch
+
+    if hasattr(dataset, "image_tensor"):
+        return dataset.image_tensor(indices)
+    idx = range(len(dataset)) if indices is None else indices
+    return torch.stack([dataset[int(i)]["image"] for i in idx])
+
+
+# --------------------------------------------------------------------------- priors (notebooks 02-04)
+
+
+def _data_key(p01: dict[str, Any]) -> dict[str, Any]:
+    keys = ("dataset", "image_size", "seed", "n_identities", "samples_per_identity", "n_heldout_identities",
+            "heldout_samples_per_identity", "lfw_source", "lfw_limit", "manifest_dir")
+    return {k: p01[k] for k in keys}
+
+
+def _set_threads(n: int) -> None:
+    import torch
+
+    if int(n or 0) > 0:
+        torch.set_num_threads(int(n))
+
+
+def verification_report(model, train, heldout, n_pairs: int, seed: int, band=(0.1, 0.4),
+                        lfw_pairs: tuple | None = None) -> dict[str, Any]:
+    """Verification of ``model`` on identities it never saw (``heldout``), threshold calibrated on
+    pairs of ``train`` identities (other people). ``lfw_pairs = (idx_a, idx_b, same)`` replaces the
+    sampled test pairs by the official LFW pairs whose identities are all held out."""
+    import numpy as np
+
+    from .verification import cosine_band_stats, embed, make_pairs, pair_cosines, verification_accuracy
+
+    emb_tr, emb_ho = embed(model, train), embed(model, heldout)
+    ca, cb, cs = make_pairs(train.labels, n_pairs, n_pairs, seed=seed)
+    if lfw_pairs is None:
+        ta, tb, ts = make_pairs(heldout.labels, n_pairs, n_pairs, seed=seed + 1)
+    else:
+        ta, tb, ts = (np.asarray(v) for v in lfw_pairs)
+    cos_cal, cos_test = pair_cosines(emb_tr, ca, cb), pair_cosines(emb_ho, ta, tb)
+    ver = verification_accuracy(cos_test, ts, cos_cal, cs)
+    stats = cosine_band_stats(cos_test, ts, diff_band=tuple(band))
+    return {"acc": ver["acc"], "auc": ver["auc"], "threshold": ver["threshold"], "cos": cos_test,
+            "same": np.asarray(ts, bool), "band": stats, "n_same": int(np.sum(ts)), "n_diff": int(np.sum(~np.asarray(ts, bool)))}
+
+
+def lfw_test_pairs(p01: dict[str, Any], heldout) -> tuple | None:
+    """The official LFW pairs whose two images are in the held-out split, as heldout indices."""
+    import csv
+
+    import numpy as np
+
+    if p01["dataset"] != "lfw":
+        return None
+    root = lfw_aligned_dir(p01, progress=False)
+    pos = {str(p): i for i, p in enumerate(heldout.paths)}
+    a, b, s = [], [], []
+    with (root / "pairs.csv").open() as f:
+        for r in csv.DictReader(f):
+            if r["split"] == "test" and r["path_a"] in pos and r["path_b"] in pos:
+                a.append(pos[r["path_a"]]), b.append(pos[r["path_b"]]), s.append(int(r["same"]) == 1)
+    return np.array(a), np.array(b), np.array(s)
+
+
+def identity_encoder(params: dict[str, Any] | str, progress: bool = True):
+    """E_Arcface of the profile (notebook 02): ``(encoder, info)``; trained and cached when missing."""
+    from .checkpoints import load_model
+    from .models.identity import IdentityEncoderConfig
+    from .train_priors import IdentityTrainConfig, train_identity_encoder
+
+    p = _params(params, "02_identity_encoder")
+    p01 = notebook_params("01_data", p["profile"])
+    cfg = IdentityEncoderConfig(widths=tuple(p["id_widths"]), layers=tuple(p["id_layers"]))
+    tcfg = IdentityTrainConfig(seed=int(p["seed"]), epochs=int(p["id_epochs"]), batch_size=int(p["id_batch_size"]),
+                               lr=float(p["id_lr"]), margin_warmup_steps=int(p["id_margin_warmup"]))
+    key = {"data": _data_key(p01), "cfg": cfg.__dict__, "tcfg": tcfg.__dict__, "verif_pairs": p["verif_pairs"]}
+
+    def build(d):
+        _set_threads(p["num_threads"])
+        data = face_data(p01, progress)
+        enc, hist = train_identity_encoder(data["train"], cfg, tcfg, out_dir=d, progress=progress)
+        rep = verification_report(enc, data["train"], data["heldout"], int(p["verif_pairs"]), int(p["seed"]),
+                                  lfw_pairs=lfw_test_pairs(p01, data["heldout"]))
+        from .checkpoints import save_checkpoint
+
+        save_checkpoint(d / "identity_encoder.pt", enc, metrics={
+            "identity.verif_acc": rep["acc"], "identity.roc_auc": rep["auc"], "train_seconds": hist.get("time_s")},
+            extra={"history": {k: v for k, v in hist.items() if k in ("loss", "acc", "step_loss", "step_acc")}})
+
+    path = ArtifactCache(p["profile"]).get("identity-encoder", key, build)
+    model, info = load_model(path / "identity_encoder.pt")
+    return model, info
+
+
+def facenet_evaluator(params: dict[str, Any] | str, progress: bool = True):
+    """The independent evaluator (notebook 02): facenet-pytorch's InceptionResnetV1 trained from scratch
+    on a different split (``eval_identity_fraction`` of the train identities, another seed). Never used
+    inside a training loss."""
+    import numpy as np
+
+    from .checkpoints import load_model
+    from .data.datasets import LabeledSubset
+    from .models.facenet import FaceNetConfig
+    from .train_priors import FaceNetTrainConfig, train_facenet
+
+    p = _params(params, "02_identity_encoder")
+    p01 = notebook_params("01_data", p["profile"])
+    cfg = FaceNetConfig(input_size=int(p["eval_input_size"]), repeats=tuple(p["eval_repeats"]))
+    tcfg = FaceNetTrainConfig(seed=int(p["seed"]) + 101, epochs=int(p["eval_epochs"]),
+                              batch_size=int(p["eval_batch_size"]), lr=float(p["eval_lr"]))
+    key = {"data": _data_key(p01), "cfg": cfg.__dict__, "tcfg": tcfg.__dict__,
+           "fraction": p["eval_identity_fraction"], "verif_pairs": p["verif_pairs"]}
+
+    def build(d):
+        _set_threads(p["num_threads"])
+        data = face_data(p01, progress)
+        train = data["train"]
+        rng = np.random.default_rng(int(p["seed"]) + 202)
+        ids = rng.permutation(train.n_identities)[: max(2, int(round(train.n_identities * float(p["eval_identity_fraction"]))))]
+        subset = LabeledSubset(train, np.flatnonzero(np.isin(train.labels, ids)), relabel=True)
+        model, hist = train_facenet(subset, cfg, tcfg, out_dir=d, progress=progress)
+        rep = verification_report(model, train, data["heldout"], int(p["verif_pairs"]), int(p["seed"]),
+                                  lfw_pairs=lfw_test_pairs(p01, data["heldout"]))
+        from .checkpoints import save_checkpoint
+
+        save_checkpoint(d / "facenet.pt", model, metrics={"evaluator.verif_acc": rep["acc"],
+                                                          "train_seconds": hist.get("time_s")})
+
+    path = ArtifactCache(p["profile"]).get("facenet-evaluator", key, build)
+    return load_model(path / "facenet.pt")
+
+
+def prior3d(params: dict[str, Any] | str, progress: bool = True):
+    """The 3D prior (notebook 03): trained on the synthetic world's coefficients, whatever the profile's
+    faces are (real faces carry no ground-truth 3D coefficients)."""
+    from .checkpoints import load_model, save_checkpoint
+    from .models.prior3d import Prior3DConfig, r2_per_coefficient
+    from .train_priors import Prior3DTrainConfig, train_prior3d
+
+    p = _params(params, "03_prior3d")
+    p01 = {**notebook_params("01_data", p["profile"]), "dataset": "synthetic"}
+    cfg = Prior3DConfig(working_size=int(p["working_size"]))
+    tcfg = Prior3DTrainConfig(seed=int(p["seed"]) + 2, epochs=int(p["epochs"]), batch_size=int(p["batch_size"]),
+                              lr=float(p["lr"]))
+    key = {"data": _data_key(p01), "cfg": cfg.__dict__, "tcfg": tcfg.__dict__}
+
+    def build(d):
+        _set_threads(p["num_threads"])
+        data = synthetic_data(p01, progress)
+        model, hist = train_prior3d(data["train"], cfg, tcfg, out_dir=d, progress=progress)
+        r2 = r2_per_coefficient(model, data["heldout"])
+        save_checkpoint(d / "prior3d.pt", model, metrics={
+            "prior3d.r2_expression": r2["expression_mean"], "prior3d.r2_pose": r2["pose_mean"],
+            "train_seconds": hist.get("time_s")})
+
+    path = ArtifactCache(p["profile"]).get("prior3d", key, build)
+    return load_model(path / "prior3d.pt")
+
+
+def stylegan2(params: dict[str, Any] | str, progress: bool = True):
+    """StyleGAN2 of the profile (notebook 04): ``(G_ema, info)``. Training runs in a persistent work
+    folder beside the cache entry, so a killed run resumes from its last checkpoint."""
+    import json
+
+    from .checkpoints import load_model, save_checkpoint
+    from .models.stylegan2 import StyleGAN2Config
+    from .train_stylegan2 import TrainConfig, train_stylegan2
+
+    p = _params(params, "04_stylegan2")
+    p01 = notebook_params("01_data", p["profile"])
+    gcfg = StyleGAN2Config(resolution=int(p01["image_size"]), z_dim=int(p["w_dim"]), w_dim=int(p["w_dim"]),
+                           channel_max=int(p["channel_max"]))
+    tcfg = TrainConfig(steps=int(p["steps"]), batch_size=int(p["batch_size"]), lr=float(p["lr"]),
+                       seed=int(p["seed"]), sample_every=int(p["sample_every"]), checkpoint_every=int(p["sample_every"]),
+                       metric_every=int(p["sample_every"]), metric_num=int(p["metric_num"]), log_every=10)
+    key = {"data": _data_key(p01), "gcfg": gcfg.to_dict(), "tcfg": tcfg.__dict__,
+           "features": "identity_encoder" if p["frechet_features"] == "identity" else "pixel8"}
+    cache = ArtifactCache(p["profile"])
+    work = cache.path("stylegan2", key).with_name(cache.path("stylegan2", key).name + "-work")
+
+    def build(d):
+        _set_threads(p["num_threads"])
+        data = face_data(p01, progress)
+        feature_fn = None
+        if p["frechet_features"] == "identity":
+            enc, _ = identity_encoder(p["profile"], progress)
+
+            def identity_features(x):
+                import torch
+
+                with torch.no_grad():
+                    return enc(x)
+
+            feature_fn = identity_features
+        G, metrics = train_stylegan2(data["train"], gcfg, tcfg, work, feature_fn=feature_fn, progress=progress)
+        save_checkpoint(d / "generator.pt", G, metrics={"stylegan2.frechet_id": metrics.get("frechet"), **{
+            k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
+        for f in ("losses.csv", "metrics.csv"):
+            if (work / f).is_file():
+                (d / f).write_bytes((work / f).read_bytes())
+        samples = sorted((work / "samples").glob("*.png"))
+        (d / "samples").mkdir()
+        for s in samples:
+            (d / "samples" / s.name).write_bytes(s.read_bytes())
+        (d / "final_metrics.json").write_text(json.dumps(metrics))
+
+    path = cache.get("stylegan2", key, build)
+    G, info = load_model(path / "generator.pt")
+    info["dir"] = path
+    return G, info

@@ -134,3 +134,54 @@ def image_grid(
                 ax.set_title(col_titles[j], fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------- the synthetic world
+
+
+def edited_renders(world, identity: int, edits: Sequence[dict], size: int, sample: int = 0) -> list[torch.Tensor]:
+    """Render one identity under coefficient edits: each edit maps a coefficient group
+    (``"pose"``, ``"expression"``, ...) to a (K,) tensor that replaces it; everything else is
+    the identity's sample ``sample``."""
+    base = world.sample_coeffs(torch.tensor([identity]), torch.tensor([sample]))
+    out = []
+    for e in edits:
+        c = {k: v.clone() for k, v in base.items()}
+        for k, v in e.items():
+            c[k] = torch.as_tensor(v, dtype=torch.float32).view(1, -1)
+        out.append(world.render_coeffs(c, size)["image"][0])
+    return out
+
+
+def coefficient_histograms(coeffs: dict[str, torch.Tensor], names: dict[str, Sequence[str]], groups: Sequence[str]):
+    """One row of histograms per coefficient group (e.g. expression, pose) of a dataset."""
+    ncols = max(len(names[g]) for g in groups)
+    fig, axes = plt.subplots(len(groups), ncols, figsize=(2.2 * ncols, 1.9 * len(groups)), squeeze=False)
+    for i, g in enumerate(groups):
+        for j in range(ncols):
+            ax = axes[i][j]
+            if j >= len(names[g]):
+                ax.axis("off")
+                continue
+            v = coeffs[g][:, j].numpy()
+            if g == "pose":
+                v = np.degrees(v)
+            ax.hist(v, bins=30, color="#4a78b5")
+            ax.set_title(f"{g}: {names[g][j]}" + (" (deg)" if g == "pose" else ""), fontsize=8)
+            ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def landmarks_figure(images: Sequence[torch.Tensor], landmarks: Sequence[torch.Tensor | None], titles: Sequence[str]):
+    """Images with their 5 landmarks (pixel-index coordinates) drawn on top."""
+    fig, axes = plt.subplots(1, len(images), figsize=(2.4 * len(images), 2.6), squeeze=False)
+    for ax, img, lm, t in zip(axes[0], images, landmarks, titles):
+        ax.imshow(to_display(img) if isinstance(img, torch.Tensor) else img)
+        if lm is not None:
+            lm = np.asarray(lm)
+            ax.scatter(lm[:, 0], lm[:, 1], s=14, c="#ff3b30", marker="x")
+        ax.set_title(t, fontsize=8)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig

@@ -181,3 +181,14 @@ def test_every_notebook_has_one_parameters_cell_with_profile_smoke():
     for nb in list_notebooks():
         params = declared_parameters(nb)
         assert params.get("profile") == '"smoke"', nb.name
+
+
+def test_papermill_sees_every_parameter_assigned_in_the_parameters_cell():
+    """Papermill silently drops a parameter it cannot parse (e.g. '=' in a trailing comment);
+    the runner's checks would then miss it, so every assigned name must be seen."""
+    import ast
+
+    for nb in list_notebooks():
+        cell = next(c for c in nbformat.read(nb, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+        assigned = [t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign) for t in node.targets]
+        assert list(declared_parameters(nb)) == assigned, nb.name
