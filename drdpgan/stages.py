@@ -382,3 +382,21 @@ def stylegan2(params: dict[str, Any] | str, progress: bool = True):
     G, info = load_model(path / "generator.pt")
     info["dir"] = path
     return G, info
+
+
+# --------------------------------------------------------------------------- DR-DPGAN (notebooks 05-)
+
+
+def drdpgan_model(profile: str, progress: bool = True, **config_overrides):
+    """A :class:`~drdpgan.models.drdpgan.DRDPGAN` around the profile's trained priors (notebooks 02-04):
+    the identity encoder and 3D prior frozen, a copy of the StyleGAN2 generator (its EMA weights) to
+    fine-tune, and freshly initialised DR-DPGAN components. ``config_overrides`` set fields of
+    :class:`~drdpgan.models.drdpgan.DRDPGANConfig` (e.g. the ablation switches)."""
+    from .models.drdpgan import DRDPGAN, DRDPGANConfig
+
+    enc, _ = identity_encoder(profile, progress)
+    p3d, _ = prior3d(profile, progress)
+    G, _ = stylegan2(profile, progress)
+    cfg = DRDPGANConfig(resolution=G.img_resolution, identity_dim=enc.cfg.embedding_dim,
+                        n_expression=p3d.cfg.n_expression, n_pose=p3d.cfg.n_pose, **config_overrides)
+    return DRDPGAN(cfg, G, enc, p3d)

@@ -202,20 +202,15 @@ def test_table1_protocol_toy():
     from drdpgan.models.facenet import FaceNetConfig
     from drdpgan.train_priors import FaceNetTrainConfig
 
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        g = torch.Generator().manual_seed(0)
-        x_train, y_train = _colour_toy(24, 0, g)
-        x_test, y_test = _colour_toy(12, 0, g)
-        x_anon, y_anon = _colour_toy(24, 1, g)
-        cfg = FaceNetConfig(input_size=75, repeats=(0, 0, 0), dropout_prob=0.0)
-        tcfg = FaceNetTrainConfig(epochs=8, batch_size=8, warmup_steps=2, lr=3e-3, shift=0)
-        test_ds = ev.TensorFaceDataset(x_test, y_test, n_identities=3)
-        rec = ev.table1_classifier_protocol(x_train, y_train, test_ds, 3, cfg=cfg, seed=0, tcfg=tcfg)
-        anon = ev.table1_classifier_protocol(x_anon, y_anon, (x_test, y_test), 3, cfg=cfg, seed=0, tcfg=tcfg)
-    finally:
-        torch.set_num_threads(old)
+    g = torch.Generator().manual_seed(0)
+    x_train, y_train = _colour_toy(24, 0, g)
+    x_test, y_test = _colour_toy(12, 0, g)
+    x_anon, y_anon = _colour_toy(24, 1, g)
+    cfg = FaceNetConfig(input_size=75, repeats=(0, 0, 0), dropout_prob=0.0)
+    tcfg = FaceNetTrainConfig(epochs=8, batch_size=8, warmup_steps=2, lr=3e-3, shift=0)
+    test_ds = ev.TensorFaceDataset(x_test, y_test, n_identities=3)
+    rec = ev.table1_classifier_protocol(x_train, y_train, test_ds, 3, cfg=cfg, seed=0, tcfg=tcfg)
+    anon = ev.table1_classifier_protocol(x_anon, y_anon, (x_test, y_test), 3, cfg=cfg, seed=0, tcfg=tcfg)
     assert rec["chance"] == pytest.approx(1 / 3) and rec["n_train"] == 24 and rec["n_test"] == 12
     assert rec["acc"] >= 0.9
     assert anon["acc"] <= 0.1

@@ -12,15 +12,6 @@ from drdpgan.train_priors import FaceNetTrainConfig, load_facenet, train_facenet
 SMALL = FaceNetConfig(input_size=75, repeats=(1, 1, 1))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared 2-core box, 2 spinning threads are several times slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 class ColourWorld(torch.utils.data.Dataset):
     COLOURS = torch.tensor([[0.8, -0.8, -0.8], [-0.8, 0.8, -0.8], [-0.8, -0.8, 0.8], [0.8, 0.8, -0.8]])
 

@@ -14,15 +14,6 @@ from drdpgan.verification import embed, make_pairs, pair_cosines, verification_a
 TINY = IdentityEncoderConfig(working_size=32, stem_width=8, widths=(8, 16), layers=(1, 1))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared 2-core box, 2 spinning threads are several times slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 class ColourWorld(torch.utils.data.Dataset):
     """Toy identities: identity k = a solid colour, plus pixel noise."""
 

@@ -17,15 +17,6 @@ from drdpgan.train_priors import Prior3DTrainConfig, load_prior3d, train_prior3d
 TINY = Prior3DConfig(n_expression=2, working_size=32, stem_width=8, widths=(16, 32), blocks=(1, 1), hidden=64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared 2-core box, 2 spinning threads are several times slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 class RampWorld(torch.utils.data.Dataset):
     """Toy synthetic world: the coefficients are simple functions of the image.
 

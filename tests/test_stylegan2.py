@@ -26,15 +26,6 @@ from drdpgan.train_stylegan2 import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Single intra-op thread: several times faster when the 2 cores are shared with other processes."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_cfg(res: int = 32, **kw) -> StyleGAN2Config:
     base = dict(resolution=res, z_dim=16, w_dim=16, mapping_layers=2, channel_base=res * 8, channel_max=16)
     base.update(kw)

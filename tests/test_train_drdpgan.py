@@ -49,15 +49,6 @@ def tiny_cfg(**kw) -> DRDPGANTrainConfig:
     return DRDPGANTrainConfig(**{**base, **kw})
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the tiny nets gain nothing from two, and lose a lot on a contended box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def data():
     return ToyCircles(n=16, resolution=RES, seed=0)

@@ -18,15 +18,6 @@ from drdpgan.data.world import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # small renders: one thread is faster and far more robust on a shared, busy 2-core box
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def world():
     return FaceWorld(WorldConfig(seed=3, n_identities=1000))

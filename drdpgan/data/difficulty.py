@@ -18,49 +18,6 @@ import numpy as np
 import torch
 
 
-def sample_pairs(labels: np.ndarray, n_same: int, n_diff: int, rng: np.random.Generator):
-    """Random index pairs: ``(i, j, same)`` with ``n_same`` same-label and ``n_diff`` different-label pairs."""
-    labels = np.asarray(labels)
-    uniq, inv = np.unique(labels, return_inverse=True)
-    groups = [np.flatnonzero(inv == k) for k in range(len(uniq))]
-    multi = [g for g in groups if len(g) >= 2]
-    if not multi:
-        raise ValueError("need identities with at least 2 items for same pairs")
-    gi = rng.integers(0, len(multi), n_same)
-    si, sj = [], []
-    for g in gi:
-        a, b = rng.choice(multi[g], 2, replace=False)
-        si.append(a)
-        sj.append(b)
-    di, dj = [], []
-    while len(di) < n_diff:
-        a, b = rng.integers(0, len(labels), 2)
-        if labels[a] != labels[b]:
-            di.append(a)
-            dj.append(b)
-    i = np.array(si + di, dtype=np.int64)
-    j = np.array(sj + dj, dtype=np.int64)
-    same = np.r_[np.ones(n_same, bool), np.zeros(n_diff, bool)]
-    return i, j, same
-
-
-def best_threshold(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:
-    """Threshold maximising accuracy of ``score >= t`` predicting ``same``: (t, accuracy)."""
-    order = np.argsort(-scores)
-    s, y = scores[order], same[order].astype(np.int64)
-    tp = np.cumsum(y)  # predicting "same" for the first k+1 pairs
-    fp = np.cumsum(1 - y)
-    tn = (1 - y).sum() - fp
-    acc = (tp + tn) / len(y)
-    k = int(np.argmax(acc))
-    thr = s[k] if k + 1 >= len(s) else 0.5 * (s[k] + s[k + 1])
-    # also consider predicting "different" for everything
-    all_diff = (1 - y).sum() / len(y)
-    if all_diff > acc[k]:
-        return float(s[0] + 1e-6), float(all_diff)
-    return float(thr), float(acc[k])
-
-
 def eigenface_verification(
     train_images,
     train_labels,
@@ -80,7 +37,8 @@ def eigenface_verification(
     Returns ``dict(accuracy, threshold, auc, train_accuracy, n_components, n_same, n_diff)``.
     """
     from sklearn.decomposition import PCA
-    from sklearn.metrics import roc_auc_score
+
+    from ..verification import accuracy_at, make_pairs, pair_cosines, verification_accuracy
 
     def flat(x):
         x = x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
@@ -96,16 +54,17 @@ def eigenface_verification(
         return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
 
     Ztr, Zte = embed(Xtr), embed(Xte)
-    rng = np.random.default_rng(seed)
-    i, j, same = sample_pairs(ytr, n_pairs, n_pairs, rng)
-    thr, tr_acc = best_threshold((Ztr[i] * Ztr[j]).sum(1), same)
-    i, j, same = sample_pairs(yte, n_pairs, n_pairs, rng)
-    s = (Zte[i] * Zte[j]).sum(1)
-    acc = float(((s >= thr) == same).mean())
+    ca, cb, cs = make_pairs(ytr, n_pairs, n_pairs, seed=seed)
+    ta, tb, ts = make_pairs(yte, n_pairs, n_pairs, seed=seed + 1)
+    cal = pair_cosines(Ztr, ca, cb)
+    s = pair_cosines(Zte, ta, tb)
+    ver = verification_accuracy(s, ts, cal, cs)
+    acc, thr, same = ver["acc"], ver["threshold"], ts
+    tr_acc = accuracy_at(cal, cs, thr)
     return {
         "accuracy": acc,
         "threshold": thr,
-        "auc": float(roc_auc_score(same, s)),
+        "auc": ver["auc"],
         "train_accuracy": tr_acc,
         "n_components": k,
         "n_same": int(same.sum()),
