@@ -12,6 +12,7 @@ cell), keeping the parameters tag; jupytext is a development dependency.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,9 @@ from pathlib import Path
 from .repro import atomic_write_text, project_root
 
 KERNEL_NAME = "drdpgan"
+#: torch threads of every kernel whose outputs are stored or checked (here and by nbval, see the
+#: root conftest.py): a training run's numbers depend on the thread count.
+NOTEBOOK_THREADS = 2
 
 
 def execute_in_place(path: Path, timeout: int = 1800, kernel_name: str = KERNEL_NAME) -> float:
@@ -29,6 +33,8 @@ def execute_in_place(path: Path, timeout: int = 1800, kernel_name: str = KERNEL_
     from .pipeline import ensure_kernel
 
     ensure_kernel(kernel_name)
+    os.environ["OMP_NUM_THREADS"] = str(NOTEBOOK_THREADS)  # inherited by the kernel
+    os.environ["DRDPGAN_HEADLESS"] = "1"
     nb = nbformat.read(path, as_version=4)
     t0 = time.perf_counter()
     ep = ExecutePreprocessor(timeout=timeout, kernel_name=kernel_name)
