@@ -10,8 +10,9 @@ seconds per notebook), and ``metrics.json`` merged from what each notebook recor
 :class:`drdpgan.results.Recorder`. A failing cell stops the run with the notebook's name, the
 cell and the error, and a non-zero exit code.
 
-``--force`` sets ``DRDPGAN_FORCE=1`` for the kernels, so each :class:`~drdpgan.repro.ArtifactCache`
-rebuilds its artifacts instead of reusing them.
+``--force`` sets ``DRDPGAN_FORCE`` to a token of this run for the kernels, so each
+:class:`~drdpgan.repro.ArtifactCache` entry is rebuilt once in the run (by the first notebook that
+needs it) and reused by the later ones.
 """
 
 from __future__ import annotations
@@ -187,6 +188,7 @@ def run_pipeline(
     ensure_kernel(kernel_name)
 
     runs: list[NotebookRun] = []
+    force_token = f"run-{time.time_ns()}" if force else "0"  # one rebuild per artifact per run
     env_before = {k: os.environ.get(k) for k in ("DRDPGAN_RUN_DIR", "DRDPGAN_NOTEBOOK", "DRDPGAN_FORCE")}
     bar = tqdm(nbs, desc=f"profile {profile.name}", unit="nb", disable=not progress, file=sys.stdout)
     try:
@@ -194,7 +196,7 @@ def run_pipeline(
             bar.set_postfix_str(nb.stem)
             os.environ["DRDPGAN_RUN_DIR"] = str(out_dir)
             os.environ["DRDPGAN_NOTEBOOK"] = nb.stem
-            os.environ["DRDPGAN_FORCE"] = "1" if force else "0"
+            os.environ["DRDPGAN_FORCE"] = force_token
             executed = out_dir / nb.name
             t0 = time.perf_counter()
             failed = None

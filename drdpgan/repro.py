@@ -156,8 +156,13 @@ def config_hash(config: Any, length: int = 12) -> str:
 
 
 def force_rebuild_requested() -> bool:
-    """True when the pipeline runner was called with ``--force`` (it sets ``DRDPGAN_FORCE=1``)."""
+    """True when the pipeline runner was called with ``--force`` (``DRDPGAN_FORCE`` set to a run token)."""
     return os.environ.get("DRDPGAN_FORCE", "") not in ("", "0", "false", "False")
+
+
+def force_token() -> str:
+    """The token of the current forced run: artifacts built under it are fresh, not rebuilt again."""
+    return os.environ.get("DRDPGAN_FORCE", "") if force_rebuild_requested() else ""
 
 
 class ArtifactCache:
@@ -181,6 +186,13 @@ class ArtifactCache:
     def exists(self, name: str, config: Any) -> bool:
         return (self.path(name, config) / "config.json").is_file()
 
+    @staticmethod
+    def _built_under(final: Path) -> str:
+        try:
+            return json.loads((final / "config.json").read_text()).get("force_token", "")
+        except (OSError, json.JSONDecodeError):
+            return ""
+
     def get(
         self,
         name: str,
@@ -190,9 +202,11 @@ class ArtifactCache:
         verbose: bool = True,
     ) -> Path:
         final = self.path(name, config)
+        token = force_token()
         if force is None:
-            # --force rebuilds each artifact once per process, not on every access.
-            force = force_rebuild_requested() and str(final) not in self._forced
+            # --force rebuilds each artifact once per pipeline run (the runner's token), not on
+            # every access or in every notebook that uses it.
+            force = bool(token) and str(final) not in self._forced and self._built_under(final) != token
         if (final / "config.json").is_file() and not force:
             if verbose:
                 print(f"[cache] {name}: reusing {final.relative_to(self.root.parent.parent)}")
@@ -204,7 +218,7 @@ class ArtifactCache:
             if verbose:
                 print(f"[cache] {name}: building ({'forced' if force else 'missing'})")
             build(tmp)
-            atomic_write_json(tmp / "config.json", {"name": name, "config": config})
+            atomic_write_json(tmp / "config.json", {"name": name, "config": config, "force_token": token})
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)

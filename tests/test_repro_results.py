@@ -57,11 +57,13 @@ def test_cache_builds_once_and_failed_build_leaves_nothing(tmp_path, monkeypatch
     assert not cache.exists("b", {"k": 1})
     assert sorted(p.name for p in tmp_path.iterdir()) == [p1.name]
 
-    monkeypatch.setenv("DRDPGAN_FORCE", "1")  # as the runner sets it for a new kernel
-    forced = ArtifactCache("t", root=tmp_path)
-    forced.get("a", {"k": 1}, build, verbose=False)
-    forced.get("a", {"k": 1}, build, verbose=False)  # rebuilt once per process, then reused
+    monkeypatch.setenv("DRDPGAN_FORCE", "run-1")  # as the runner sets it for each kernel of a run
+    ArtifactCache("t", root=tmp_path).get("a", {"k": 1}, build, verbose=False)
+    ArtifactCache("t", root=tmp_path).get("a", {"k": 1}, build, verbose=False)  # a later notebook: reused
     assert len(calls) == 2
+    monkeypatch.setenv("DRDPGAN_FORCE", "run-2")  # the next forced run rebuilds again
+    ArtifactCache("t", root=tmp_path).get("a", {"k": 1}, build, verbose=False)
+    assert len(calls) == 3
 
 
 def test_recorder_refuses_undocumented_and_nonfinite(tmp_path, monkeypatch):
