@@ -1,6 +1,5 @@
 """FaceNet evaluator (paper Sec. 4, Tables 1-2): facenet-pytorch InceptionResnetV1 from scratch."""
 
-import numpy as np
 import pytest
 import torch
 
@@ -8,25 +7,11 @@ from drdpgan.models.facenet import FULL_REPEATS, FaceNetConfig, FaceNetEvaluator
 from drdpgan.models.identity import count_parameters
 from drdpgan.repro import seed_everything
 from drdpgan.train_priors import FaceNetTrainConfig, load_facenet, train_facenet, train_facenet_classifier
+from toys import ColourWorld
 
 SMALL = FaceNetConfig(input_size=75, repeats=(1, 1, 1))
 
 
-class ColourWorld(torch.utils.data.Dataset):
-    COLOURS = torch.tensor([[0.8, -0.8, -0.8], [-0.8, 0.8, -0.8], [-0.8, -0.8, 0.8], [0.8, 0.8, -0.8]])
-
-    def __init__(self, per_class=8, size=32, noise=0.3, seed=0):
-        g = torch.Generator().manual_seed(seed)
-        self.labels = np.repeat(np.arange(4), per_class).astype(np.int64)
-        self.n_identities = 4
-        base = self.COLOURS[self.labels][:, :, None, None].expand(-1, -1, size, size)
-        self.x = (base + noise * torch.randn(len(self.labels), 3, size, size, generator=g)).clamp(-1, 1)
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        return {"image": self.x[i], "identity": torch.tensor(self.labels[i]), "index": i}
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -10,27 +9,11 @@ from drdpgan.models.identity import ArcFaceHead, IdentityEncoder, IdentityEncode
 from drdpgan.repro import seed_everything
 from drdpgan.train_priors import IdentityTrainConfig, load_identity_encoder, train_identity_encoder
 from drdpgan.verification import embed, make_pairs, pair_cosines, verification_accuracy
+from toys import ColourWorld
 
 TINY = IdentityEncoderConfig(working_size=32, stem_width=8, widths=(8, 16), layers=(1, 1))
 
 
-class ColourWorld(torch.utils.data.Dataset):
-    """Toy identities: identity k = a solid colour, plus pixel noise."""
-
-    COLOURS = torch.tensor([[0.8, -0.8, -0.8], [-0.8, 0.8, -0.8], [-0.8, -0.8, 0.8], [0.8, 0.8, -0.8]])
-
-    def __init__(self, per_class=16, size=32, noise=0.3, seed=0):
-        g = torch.Generator().manual_seed(seed)
-        self.labels = np.repeat(np.arange(4), per_class).astype(np.int64)
-        self.n_identities = 4
-        base = self.COLOURS[self.labels][:, :, None, None].expand(-1, -1, size, size)
-        self.x = (base + noise * torch.randn(len(self.labels), 3, size, size, generator=g)).clamp(-1, 1)
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        return {"image": self.x[i], "identity": torch.tensor(self.labels[i]), "index": i}
 
 
 @pytest.mark.parametrize("size", [32, 64, 256])
