@@ -148,6 +148,20 @@ def _write_timings(path: Path, runs: Sequence[NotebookRun]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+def _relative_papermill_paths(path: Path, source: Path, final: Path) -> None:
+    """Papermill records absolute input/output paths; keep them relative to the project root."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    meta = nb.metadata.get("papermill", {})
+    for key, value in (("input_path", source), ("output_path", final)):
+        try:
+            meta[key] = str(Path(value).resolve().relative_to(project_root()))
+        except ValueError:
+            meta[key] = Path(value).name
+    nbformat.write(nb, path)
+
+
 def _source_cell_index(err, injected: bool) -> int:
     """Index of the failing cell in the source notebook (papermill counts its injected cell)."""
     idx = int(getattr(err, "cell_index", -1))
@@ -214,6 +228,7 @@ def run_pipeline(
                 except pm.PapermillExecutionError as e:
                     # Keep the executed notebook (with its traceback) for the reader.
                     failed = e
+                _relative_papermill_paths(tmp, nb, executed)
             seconds = time.perf_counter() - t0
             runs.append(NotebookRun(nb.stem, seconds, "failed" if failed else "ok"))
             if html:

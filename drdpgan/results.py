@@ -180,10 +180,15 @@ def _markdown(df) -> str:
 
 
 def save_figure(fig, name: str, profile: str, dpi: int = 110) -> Path:
-    """Save a matplotlib figure as ``figures/<name>.png`` in the run dir (atomically)."""
+    """Save a matplotlib figure as ``figures/<name>.png`` in the run dir (atomically).
+
+    Returns the path relative to the project root (what a notebook cell then displays)."""
     path = run_dir(profile) / "figures" / f"{name}.png"
     from .repro import atomic_path
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
-    return path
+    try:
+        return path.relative_to(project_root())
+    except ValueError:
+        return path
