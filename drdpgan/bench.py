@@ -1,4 +1,5 @@
-"""Micro-benchmarks. ``python -m drdpgan.bench render --sizes 32 64 128``.
+"""Micro-benchmarks. ``python -m drdpgan.bench render --sizes 32 64 128``;
+``python -m drdpgan.bench drdpgan --profile cpu`` writes ``reports/<profile>/bench.json``.
 
 Rendering speed of the synthetic face world (images per second, batched, CPU). The number
 depends on how busy the machine is: on a shared box other processes inflate every torch op;
@@ -40,6 +41,68 @@ def benchmark_render(size: int = 64, n_images: int = 512, batch_size: int = 128,
     return n_images / best
 
 
+def profile_model(profile: str, resolution: int, seed: int = 0):
+    """An untrained DR-DPGAN with the network sizes of ``profile`` (notebooks 02-04) at ``resolution``.
+
+    Throughput does not depend on the weights, so nothing is trained or loaded."""
+    from . import stages
+    from .models.drdpgan import DRDPGAN, DRDPGANConfig
+    from .models.identity import IdentityEncoder, IdentityEncoderConfig
+    from .models.prior3d import Prior3DConfig, Prior3DRegressor
+    from .models.stylegan2 import StyleGAN2Config, StyleGAN2Generator
+
+    p02 = stages.notebook_params("02_identity_encoder", profile)
+    p03 = stages.notebook_params("03_prior3d", profile)
+    p04 = stages.notebook_params("04_stylegan2", profile)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        g = StyleGAN2Generator(StyleGAN2Config(resolution=resolution, z_dim=int(p04["w_dim"]), w_dim=int(p04["w_dim"]),
+                                               channel_max=int(p04["channel_max"])))
+        enc = IdentityEncoder(IdentityEncoderConfig(widths=tuple(p02["id_widths"]), layers=tuple(p02["id_layers"])))
+        pcfg = Prior3DConfig(working_size=int(p03["working_size"]))
+        return DRDPGAN(DRDPGANConfig(resolution=resolution, identity_dim=enc.cfg.embedding_dim,
+                                     n_expression=pcfg.n_expression), g, enc, Prior3DRegressor(pcfg)).eval()
+
+
+def _images_per_s(fn, x: torch.Tensor, repeats: int) -> float:
+    fn(x)  # warm-up
+    best = float("inf")
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        fn(x)
+        best = min(best, time.perf_counter() - t0)
+    return len(x) / best
+
+
+def benchmark_drdpgan(profile: str, sizes=(64, 128), batches=(1, 32), train_batch: int = 8, repeats: int = 2,
+                      train_steps: int = 2) -> dict:
+    """Anonymize / recover throughput (images/s, best of ``repeats`` after a warm-up) at each size and
+    batch, training steps/s (median, :func:`drdpgan.train_drdpgan.time_training_step`) at each size,
+    and the peak resident memory of this process (MiB), for the network sizes of ``profile``."""
+    import os
+    import platform
+    import resource
+
+    from .train_drdpgan import time_training_step
+
+    rows = []
+    for size in sizes:
+        model = profile_model(profile, size)
+        for b in batches:
+            x = torch.rand(b, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+            with torch.no_grad():
+                anon = model.anonymize(x, seed=0)["images"]
+                a_ips = _images_per_s(lambda v: model.anonymize(v, seed=0), x, repeats)
+                r_ips = _images_per_s(lambda v: model.recover(v), anon, repeats)
+            rows.append({"size": size, "batch": b, "anonymize_images_per_s": a_ips, "recover_images_per_s": r_ips})
+        sec = time_training_step(model, batch_size=train_batch, n_steps=train_steps)
+        rows.append({"size": size, "batch": train_batch, "train_steps_per_s": 1.0 / sec, "train_sec_per_step": sec})
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"profile": profile, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "machine": platform.machine(), "cpus": os.cpu_count(), "load_average_1min": os.getloadavg()[0],
+            "results": rows, "peak_rss_mib": peak_kib / 1024.0}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m drdpgan.bench")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -51,7 +114,27 @@ def main(argv=None) -> None:
     r.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     r.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="wall time, or process CPU time (= idle-core speed with --threads 1)")
+    d = sub.add_parser("drdpgan", help="anonymize/recover throughput, training speed, peak memory -> bench.json")
+    d.add_argument("--profile", default="cpu")
+    d.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
+    d.add_argument("--batches", type=int, nargs="+", default=[1, 32])
+    d.add_argument("--repeats", type=int, default=2)
+    d.add_argument("--threads", type=int, default=None)
+    d.add_argument("--out", default=None, help="default: reports/<profile>/bench.json")
     args = ap.parse_args(argv)
+    if args.cmd == "drdpgan":
+        import json
+
+        from .repro import atomic_write_json, reports_dir
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        res = benchmark_drdpgan(args.profile, tuple(args.sizes), tuple(args.batches), repeats=args.repeats)
+        out = args.out or reports_dir(args.profile) / "bench.json"
+        atomic_write_json(out, res)
+        print(json.dumps(res, indent=1))
+        print(f"written to {out}")
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.cmd == "render":

@@ -114,14 +114,62 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or "kind" not in payload:
         raise CheckpointError(f"{path}: not a drdpgan checkpoint (format {FORMAT} with a 'kind')")
-    if payload["kind"] not in MODEL_KINDS:
+    if payload["kind"] not in MODEL_KINDS and payload["kind"] != DRDPGAN_KIND:
         raise CheckpointError(f"{path}: unknown model kind {payload['kind']!r}")
     return payload
+
+
+#: The composite DR-DPGAN checkpoint: the model config plus the configs of the three networks it wraps.
+DRDPGAN_KIND = "drdpgan"
+_DRDPGAN_PARTS = {  # attribute -> kind of the wrapped network
+    "generator": "stylegan2_generator",
+    "identity_encoder": "identity_encoder",
+    "prior3d": "prior3d",
+}
+
+
+def save_drdpgan(path: str | Path, model: torch.nn.Module, metrics: dict[str, Any] | None = None,
+                 extra: dict[str, Any] | None = None) -> Path:
+    """Write a whole :class:`~drdpgan.models.drdpgan.DRDPGAN` (generator, frozen priors and every
+    DR-DPGAN component) as one self-contained file, atomically; :func:`load_model` reads it back."""
+    payload = {
+        "format": FORMAT,
+        "kind": DRDPGAN_KIND,
+        "config": to_jsonable(asdict(model.cfg)),
+        "parts": {attr: to_jsonable(asdict(getattr(model, attr).cfg)) for attr in _DRDPGAN_PARTS},
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "metrics": to_jsonable(metrics or {}),
+        "extra": extra or {},
+    }
+    return atomic_torch_save(payload, path)
+
+
+def _build_drdpgan(payload: dict[str, Any], path: Path) -> torch.nn.Module:
+    from .models.drdpgan import DRDPGAN, DRDPGANConfig
+
+    parts = payload.get("parts")
+    if not isinstance(parts, dict) or set(parts) != set(_DRDPGAN_PARTS):
+        raise CheckpointError(f"{path}: drdpgan checkpoint lacks the configs of {sorted(_DRDPGAN_PARTS)}")
+    built = {}
+    for attr, kind in _DRDPGAN_PARTS.items():
+        model_spec, cfg_spec = MODEL_KINDS[kind]
+        built[attr] = _resolve(model_spec)(config_from_dict(_resolve(cfg_spec), parts[attr]))
+    return DRDPGAN(config_from_dict(DRDPGANConfig, payload["config"]), built["generator"],
+                   built["identity_encoder"], built["prior3d"])
 
 
 def load_model(path: str | Path, eval_mode: bool = True) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild the network stored at ``path``; returns ``(model, info)`` with info = config, metrics, extra."""
     payload = read_checkpoint(path)
+    if payload["kind"] == DRDPGAN_KIND:
+        model = _build_drdpgan(payload, Path(path))
+        try:
+            model.load_state_dict(payload["state_dict"])
+        except RuntimeError as e:
+            raise CheckpointError(f"{path}: weights do not fit the DR-DPGAN of its stored config ({e})") from e
+        if eval_mode:
+            model.eval()
+        return model, {k: payload[k] for k in ("kind", "config", "metrics", "extra")}
     model_spec, cfg_spec = MODEL_KINDS[payload["kind"]]
     cfg = config_from_dict(_resolve(cfg_spec), payload["config"])
     model = _resolve(model_spec)(cfg)

@@ -150,6 +150,10 @@ class DRDPGANTrainConfig:
     critic_on_rec: also show ``x_rec`` to the critic as a stego image (default: only ``x_anon``,
         the stego image proper).
     freeze_generator_mapping: freeze the StyleGAN2 z -> w mapping (unused: E_MLP replaces it).
+    freeze_code_mapping: keep the binary code mapping of Eq. 2-4 fixed and in eval mode (no
+        dropout), for a mapping pretrained on identity embeddings (:func:`drdpgan.hiding.train_binary_code`,
+        as notebook 09 does). Trained jointly, its dropout of 0.5 changes ~20 % of a face's bits
+        from step to step (measured), a moving target for E_P and the decoder.
     grad_clip: clip the generator-side gradient norm (None: no clipping, the paper's setting).
     critic_*: :class:`~drdpgan.models.critic.CriticConfig` sizes.
     stop_after / max_seconds: end *this call* after that many steps / seconds with a checkpoint
@@ -174,6 +178,7 @@ class DRDPGANTrainConfig:
     d_every: int = 1
     critic_on_rec: bool = False
     freeze_generator_mapping: bool = True
+    freeze_code_mapping: bool = False
     grad_clip: float | None = None
     critic_base_channels: int = 16
     critic_max_channels: int = 128
@@ -252,6 +257,19 @@ def build_optimizers(model: DRDPGAN, C: nn.Module, critic: nn.Module, cfg: DRDPG
     opt_C = torch.optim.Adam(C.parameters(), lr=lr_C * mb, betas=tuple(b**mb for b in cfg.betas), eps=cfg.eps)
     opt_critic = torch.optim.Adam(critic.parameters(), lr=lr_critic, betas=cfg.betas, eps=cfg.eps)
     return opt_G, opt_C, opt_critic
+
+
+def _apply_freezing(model: DRDPGAN, cfg: DRDPGANTrainConfig) -> None:
+    if cfg.freeze_generator_mapping:
+        model.generator.mapping.requires_grad_(False)
+    if cfg.freeze_code_mapping:
+        model.binary_code.requires_grad_(False)
+
+
+def _set_train_mode(model: DRDPGAN, cfg: DRDPGANTrainConfig) -> None:
+    model.train()
+    if cfg.freeze_code_mapping:
+        model.binary_code.eval()  # a fixed, pretrained Eq. 2-4: no dropout
 
 
 def _step_seed(seed: int, step: int, stream: int) -> int:
@@ -418,8 +436,7 @@ def train_drdpgan(
     out = Path(out_dir)
     _ckpt_dir(out).mkdir(parents=True, exist_ok=True)
     R = model.cfg.resolution
-    if cfg.freeze_generator_mapping:
-        model.generator.mapping.requires_grad_(False)
+    _apply_freezing(model, cfg)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         C = discriminator if discriminator is not None else StyleGAN2Discriminator(model.generator.cfg)
@@ -470,7 +487,7 @@ def train_drdpgan(
     start_step, t0 = step, time.perf_counter()
     t_row, steps_row = t0, 0
     stopped = False
-    model.train()
+    _set_train_mode(model, cfg)
     C.train()
     critic.train()
     pbar = tqdm(total=cfg.steps, initial=min(step, cfg.steps), disable=not progress, desc="drdpgan",
@@ -586,8 +603,7 @@ def time_training_step(model: DRDPGAN, batch_size: int = 8, n_steps: int = 3, wa
 
     m = copy.deepcopy(model)
     cfg = cfg or DRDPGANTrainConfig(batch_size=batch_size)
-    if cfg.freeze_generator_mapping:
-        m.generator.mapping.requires_grad_(False)
+    _apply_freezing(m, cfg)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         C = StyleGAN2Discriminator(m.generator.cfg)
@@ -595,7 +611,7 @@ def time_training_step(model: DRDPGAN, batch_size: int = 8, n_steps: int = 3, wa
         opts = build_optimizers(m, C, critic, cfg)
         R = m.cfg.resolution
         x = torch.rand(batch_size, 3, R, R, generator=make_generator(seed)) * 2 - 1
-        m.train()
+        _set_train_mode(m, cfg)
         times, cpu = [], []
         for s in range(warmup + n_steps):
             t, c = time.perf_counter(), time.process_time()

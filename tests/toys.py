@@ -23,3 +23,31 @@ class ColourWorld(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         return {"image": self.x[i], "identity": torch.tensor(self.labels[i]), "index": i}
+
+
+# --------------------------------------------------------------------------- a tiny DR-DPGAN
+
+RES = 32
+
+
+def tiny_model(seed: int = 0):
+    """A DR-DPGAN small enough for unit tests (32 px, a few thousand weights per part), eval mode."""
+    from drdpgan.models.drdpgan import DRDPGAN, DRDPGANConfig
+    from drdpgan.models.fake_identity import FakeIdentityConfig
+    from drdpgan.models.identity import IdentityEncoder, IdentityEncoderConfig
+    from drdpgan.models.prior3d import Prior3DConfig, Prior3DRegressor
+    from drdpgan.models.stylegan2 import StyleGAN2Config, StyleGAN2Generator
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        g = StyleGAN2Generator(StyleGAN2Config(resolution=RES, z_dim=16, w_dim=16, mapping_layers=2,
+                                               channel_base=64, channel_max=16))
+        enc = IdentityEncoder(IdentityEncoderConfig(working_size=32, stem_width=8, widths=(8, 16), layers=(1, 1),
+                                                    embedding_dim=32))
+        p3d = Prior3DRegressor(Prior3DConfig(n_expression=4, working_size=32, stem_width=8, widths=(8, 16),
+                                             blocks=(1, 1), hidden=16))
+        cfg = DRDPGANConfig(resolution=RES, identity_dim=32, n_expression=4, code_bits=24, binary_hidden=32,
+                            mapper_hidden=32, mapper_layers=2, encoder_base_channels=4, encoder_max_channels=16,
+                            extractor_base_channels=4, extractor_max_channels=16,
+                            fake=FakeIdentityConfig(noise_dim=8, hidden_dim=16, steps=5))
+        return DRDPGAN(cfg, g, enc, p3d).eval()
