@@ -24,6 +24,8 @@ $(STAMP): requirements.txt pyproject.toml
 
 reproduce: $(STAMP)
 	$(PY) -m drdpgan.pipeline --profile $(PROFILE) $(if $(FORCE),--force,)
+	$(PY) -m drdpgan.bench drdpgan --profile $(PROFILE) --sizes 64 128 --batches 1 32
+
 
 # Unit tests and nbval in one pytest run (one summary line).
 test: $(STAMP)
@@ -45,6 +47,7 @@ notebooks: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m drdpgan.bench render --sizes 32 64 128
+	$(PY) -m drdpgan.bench drdpgan --profile $(PROFILE)
 
 clean-artifacts:
 	rm -rf artifacts

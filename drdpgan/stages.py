@@ -95,6 +95,27 @@ def synthetic_data(params: dict[str, Any] | str, progress: bool = True) -> dict[
     return out
 
 
+def unseen_identity_faces(params: dict[str, Any] | str, n: int, batch_size: int = 256) -> "torch.Tensor":
+    """One face (sample 0) of each of ``n`` synthetic identities that no network trained on:
+    the held-out identities first, then further world identities after them (rendered on the fly,
+    a few seconds for 1,000 at 64 px). Lets a measurement cover more identities than the profile's
+    held-out split (e.g. notebook 05's 1,000). Synthetic profiles only."""
+    import torch
+
+    from .data.world import FaceWorld
+
+    p = _params(params, "01_data")
+    if p["dataset"] != "synthetic":
+        raise ValueError(f"unseen_identity_faces renders synthetic identities; profile {p['profile']!r} "
+                         f"uses {p['dataset']!r}")
+    world = FaceWorld(world_config(p))
+    start = int(p["n_identities"])
+    ids = torch.arange(start, start + int(n))
+    out = [world.render(ids[i:i + batch_size], torch.zeros(len(ids[i:i + batch_size]), dtype=torch.long))["image"]
+           for i in range(0, len(ids), batch_size)]
+    return torch.cat(out) if out else torch.empty(0, 3, int(p["image_size"]), int(p["image_size"]))
+
+
 def lfw_source_dir(params: dict[str, Any] | str) -> Path:
     """Where the profile expects LFW (``lfw_source``, relative to the project root; env ``DRDPGAN_LFW`` wins)."""
     import os

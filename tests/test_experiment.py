@@ -95,3 +95,20 @@ def test_frozen_code_mapping_stays_fixed_and_deterministic(tmp_path):
     train_drdpgan(model, ToyCircles(n=8, resolution=RES, seed=0), cfg, tmp_path, progress=False)
     for k, v in model.binary_code.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+def test_paper_profile_takes_one_training_step_at_256px(tmp_path):
+    """The `paper` profile's network sizes (notebooks 02-04 of profiles.yaml) at 256 px: one full
+    training step (both processes, C and the critic) gives finite losses. Batch 2 keeps CI fast;
+    the batch size does not change what code runs."""
+    from drdpgan.bench import profile_model
+
+    model = profile_model("paper", 256)
+    assert model.generator.img_resolution == 256 and model.generator.num_ws == 2 * 8 - 2
+    assert model.generator.w_dim == 512
+    x = torch.rand(2, 3, 256, 256, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    data = [{"image": xi, "identity": 0, "index": i} for i, xi in enumerate(x)]
+    cfg = DRDPGANTrainConfig(steps=1, batch_size=2, log_every=1, checkpoint_every=0, freeze_code_mapping=True)
+    res = train_drdpgan(model, data, cfg, tmp_path, progress=False)
+    assert res["step"] == 1
+    assert all(np.isfinite(v) for v in res["last"].values())
