@@ -43,6 +43,7 @@ __all__ = [
     "TrainedDRDPGAN",
     "train_config",
     "trained_drdpgan",
+    "pretrained_code",
     "protocol_split",
     "run_paths",
     "as_saved_image",
@@ -50,6 +51,7 @@ __all__ = [
     "table2_metrics",
     "table3_metrics",
     "ABLATIONS",
+    "ablation_result",
 ]
 
 #: Table 4: experiment number -> (use_fid_control, use_3d_prior, use_encoder_control). 7 is the full model.
@@ -108,6 +110,32 @@ def _prior_params(profile: str) -> dict[str, Any]:
     return out
 
 
+def pretrained_code(profile: str, p: Mapping[str, Any], model_cfg, progress: bool = True) -> Path:
+    """Stage 1 (module docstring): the binary code mapping and decoder trained on the identity
+    embeddings of the profile's training faces, cached as ``artifacts/<profile>/drdpgan-code-<hash>/``
+    (``code.pt``, ``code_history.json``); shared by every model with the same code settings and
+    seed (e.g. the Table 4 experiments, whose switches do not touch the code)."""
+    from . import stages
+    from .hiding import CodeTrainConfig, train_binary_code
+    from .models.binary_code import BinaryCodeConfig
+
+    seed = int(p["seed"])
+    bcfg = BinaryCodeConfig(identity_dim=model_cfg.identity_dim, code_bits=model_cfg.code_bits,
+                            hidden_dim=model_cfg.binary_hidden, decoder_hidden=model_cfg.binary_hidden)
+    tcfg = CodeTrainConfig(seed=seed + 7, steps=int(p["code_steps"]), batch_size=int(p["code_batch_size"]))
+    key = {"priors": _prior_params(profile), "bcfg": bcfg.__dict__, "tcfg": tcfg.__dict__}
+
+    def build(d: Path) -> None:
+        enc, _ = stages.identity_encoder(profile, progress=False)
+        data = stages.face_data(stages.notebook_params("01_data", profile), progress)
+        mapping, decoder, hist = train_binary_code(_embed(enc, data["train"]), bcfg, tcfg,
+                                                   f_eval=_embed(enc, data["heldout"]), progress=progress)
+        atomic_torch_save({"mapping": mapping.state_dict(), "decoder": decoder.state_dict()}, d / "code.pt")
+        (d / "code_history.json").write_text(json.dumps({"eval": hist["eval"], "time_s": hist["time_s"]}))
+
+    return ArtifactCache(profile).get("drdpgan-code", key, build)
+
+
 def trained_drdpgan(profile: str, progress: bool = True, params: Mapping[str, Any] | None = None,
                     **model_overrides) -> TrainedDRDPGAN:
     """DR-DPGAN of ``profile`` trained as notebook 09's parameters say (module docstring); cached.
@@ -118,8 +146,6 @@ def trained_drdpgan(profile: str, progress: bool = True, params: Mapping[str, An
     from . import stages
     from .checkpoints import load_model, save_drdpgan
     from .demo import untrained_model
-    from .hiding import CodeTrainConfig, train_binary_code
-    from .models.binary_code import BinaryCodeConfig
     from .train_drdpgan import train_drdpgan
 
     p = dict(params) if params is not None else stages.notebook_params("09_training", profile)
@@ -139,29 +165,11 @@ def trained_drdpgan(profile: str, progress: bool = True, params: Mapping[str, An
         seed = int(p["seed"])
         model = untrained_model(profile, seed, progress=progress, **model_overrides)
         if p["pretrain_code"]:
-            code_dir = work / "code"
-            code_ckpt = code_dir / "code.pt"
-            if code_ckpt.is_file():
-                state = torch.load(code_ckpt, map_location="cpu", weights_only=True)
-                hist = json.loads((code_dir / "code_history.json").read_text())
-            else:
-                data = stages.face_data(stages.notebook_params("01_data", profile), progress)
-                f_train = _embed(model.identity_encoder, data["train"])
-                f_eval = _embed(model.identity_encoder, data["heldout"])
-                bcfg = BinaryCodeConfig(identity_dim=model.cfg.identity_dim, code_bits=model.cfg.code_bits,
-                                        hidden_dim=model.cfg.binary_hidden, decoder_hidden=model.cfg.binary_hidden)
-                mapping, decoder, hist = train_binary_code(
-                    f_train, bcfg, CodeTrainConfig(seed=seed + 7, steps=int(p["code_steps"]),
-                                                   batch_size=int(p["code_batch_size"])),
-                    f_eval=f_eval, progress=progress)
-                state = {"mapping": mapping.state_dict(), "decoder": decoder.state_dict()}
-                code_dir.mkdir(parents=True, exist_ok=True)
-                (code_dir / "code_history.json").write_text(json.dumps(
-                    {"eval": hist["eval"], "time_s": hist["time_s"]}))
-                atomic_torch_save(state, code_ckpt)
+            code_dir = pretrained_code(profile, p, model.cfg, progress)
+            state = torch.load(code_dir / "code.pt", map_location="cpu", weights_only=True)
             model.binary_code.load_state_dict(state["mapping"])
             model.decoder.load_state_dict(state["decoder"])
-            shutil.copy(work / "code" / "code_history.json", d / "code_history.json")
+            shutil.copy(code_dir / "code_history.json", d / "code_history.json")
         data = stages.face_data(stages.notebook_params("01_data", profile), progress)
         result = train_drdpgan(model, data["train"], cfg, work, progress=progress)
         if result["stopped_early"]:
@@ -171,6 +179,7 @@ def trained_drdpgan(profile: str, progress: bool = True, params: Mapping[str, An
         for f in ("losses.csv", "losses.png", "final_metrics.json"):
             if (work / f).is_file():
                 shutil.copy(work / f, d / f)
+        shutil.rmtree(work / "checkpoints", ignore_errors=True)  # finished: model.pt holds everything
 
     path = cache.get("drdpgan", key, build)
     model, info = load_model(path / "model.pt")
@@ -317,3 +326,55 @@ def table3_metrics(bits_true: torch.Tensor, bits_read: torch.Tensor, f_id: torch
     return {"password.ber": float(bit_error_rate(bits_read, bits_true)),
             "password.fmse": float(float_mse(f_decoded, f_id)),
             "password.decoded_cos": float(F.cosine_similarity(f_decoded.float(), f_id.float(), dim=-1).mean())}
+
+
+# --------------------------------------------------------------------------- Table 4 (notebook 13)
+
+
+def ablation_result(profile: str, experiment_no: int, seed: int, train_steps: int, cls_epochs: int,
+                    max_identities: int = 0, progress: bool = True) -> dict[str, float]:
+    """Train Table 4's experiment ``experiment_no`` (:data:`ABLATIONS`) with notebook 09's recipe of
+    ``profile`` but ``train_steps`` steps and ``seed``, then measure it with the protocol of
+    notebooks 10-12: ``rec_cos`` and ``anon_cos`` (independent evaluator), ``rec_psnr``, and
+    ``cls_acc_recovered`` (a FaceNet classifier trained on the recovered protected images, tested
+    on the real test images; notebook 12's classifier settings, ``cls_epochs`` epochs).
+
+    The trained model is cached like notebook 09's (its key holds the switches, steps and seed), so
+    the full model (experiment 7) at notebook 09's own steps and seed is the very model of 09.
+    The result is cached beside it as ``ablation-<...>.json``.
+    """
+    from . import stages
+    from .evaluate import identity_cosines, psnr, table1_classifier_protocol
+    from .models.facenet import FaceNetConfig
+    from .train_priors import FaceNetTrainConfig
+
+    p09 = {**stages.notebook_params("09_training", profile), "train_steps": int(train_steps), "seed": int(seed)}
+    p10 = stages.notebook_params("10_anonymization", profile)
+    p12 = stages.notebook_params("12_evaluation", profile)
+    trained = trained_drdpgan(profile, progress, params=p09, **ABLATIONS[int(experiment_no)])
+    path = trained.dir / f"ablation-{int(cls_epochs)}-{int(max_identities)}-{float(p10['test_fraction'])}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    data = stages.face_data(stages.notebook_params("01_data", profile), progress=False)
+    split = protocol_split(data["heldout"].labels, float(p10["test_fraction"]), int(max_identities), int(p10["seed"]))
+    originals = stages.images_of(data["heldout"], split["protected"])
+    outs = run_paths(trained.model, originals, seed=int(p10["anon_seed"]))
+    evaluator, _ = stages.facenet_evaluator(profile, progress=False)
+    n_classes = len(split["identities"])
+    cls = table1_classifier_protocol(
+        outs["recovered"], torch.as_tensor(split["protected_labels"]),
+        (stages.images_of(data["heldout"], split["test"]), torch.as_tensor(split["test_labels"])), n_classes,
+        cfg=FaceNetConfig(input_size=int(p12["cls_input_size"]), repeats=tuple(p12["cls_repeats"])),
+        tcfg=FaceNetTrainConfig(epochs=int(cls_epochs), batch_size=int(p12["cls_batch_size"]), lr=float(p12["cls_lr"])),
+        seed=int(p12["seed"]) + 31)
+    res = {"experiment": int(experiment_no), "seed": int(seed), "train_steps": int(train_steps),
+           **{k: bool(v) for k, v in ABLATIONS[int(experiment_no)].items()},
+           "rec_cos": float(np.mean(identity_cosines(evaluator, originals, outs["recovered"]))),
+           "anon_cos": float(np.mean(identity_cosines(evaluator, originals, outs["anonymized"]))),
+           "rec_psnr": float(psnr(outs["recovered"], originals)),
+           "cls_acc_recovered": cls["acc"], "chance": 1.0 / n_classes,
+           "password_ber": float((outs["bits_read"] != outs["bits_true"]).float().mean())}
+    from .repro import atomic_write_json
+
+    atomic_write_json(path, res)
+    return res

@@ -78,6 +78,11 @@ METRIC_KEYS: dict[str, str] = {
     "ablation.<n>.cls_acc_recovered": "ablation experiment n: classifier accuracy on recovered images",
     "ablation.<n>.anon_cos": "ablation experiment n: anonymized cosine",
     "ablation.<n>.rec_psnr": "ablation experiment n: recovery PSNR",
+    "ablation.<n>.rec_cos_std": "ablation experiment n: standard deviation of rec_cos over seeds",
+    "ablation.<n>.cls_acc_recovered_std": "ablation experiment n: standard deviation of cls_acc_recovered over seeds",
+    "ablation.n_seeds": "seeds per ablation experiment",
+    "ablation.full_model_best_rec_cos": "1 if experiment 7 (full model) has the highest mean rec_cos, else 0",
+    "ablation.full_model_best_cls_acc": "1 if experiment 7 has the highest mean cls_acc_recovered, else 0",
     # pipeline bookkeeping
     "pipeline.smoke_check": "a number recorded by the runner's own tests",
 }
