@@ -122,12 +122,30 @@ def ensure_kernel(name: str = KERNEL_NAME) -> None:
     print(f"installed Jupyter kernel {name!r} for {sys.executable}")
 
 
+HTML_CSS = "notebook.css"
+
+
 def _export_html(executed: Path, html_path: Path) -> None:
+    """``executed`` -> ``html_path`` (nbconvert's lab template). The template's stylesheets (some
+    8,000 lines, the same for every notebook) go once into ``notebook.css`` beside the HTML files,
+    which link to it instead of embedding a copy each."""
+    import re
+
     import nbformat
     from nbconvert import HTMLExporter
 
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
-    atomic_write_text(html_path, body)
+    head_end = body.find("</head>")
+    head, rest = (body[:head_end], body[head_end:]) if head_end >= 0 else ("", body)
+    styles = re.findall(r"<style[^>]*>(.*?)</style>", head, flags=re.S)
+    if styles:
+        css = "\n".join(x.strip() for x in styles) + "\n"
+        css_path = html_path.parent / HTML_CSS
+        if not css_path.is_file() or css_path.read_text() != css:
+            atomic_write_text(css_path, css)
+        head = re.sub(r"\s*<style[^>]*>.*?</style>", "", head, flags=re.S)
+        head += f'<link rel="stylesheet" href="{HTML_CSS}">\n'
+    atomic_write_text(html_path, head + rest)
 
 
 def _write_timings(path: Path, runs: Sequence[NotebookRun]) -> None:
