@@ -192,3 +192,20 @@ def test_papermill_sees_every_parameter_assigned_in_the_parameters_cell():
         cell = next(c for c in nbformat.read(nb, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
         assigned = [t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign) for t in node.targets]
         assert list(declared_parameters(nb)) == assigned, nb.name
+
+
+def test_html_export_links_one_shared_stylesheet(tmp_path):
+    import nbformat
+
+    from drdpgan.pipeline import HTML_CSS, _export_html
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# hello"), nbformat.v4.new_code_cell("1 + 1")])
+    src = tmp_path / "01_x.ipynb"
+    nbformat.write(nb, src)
+    _export_html(src, tmp_path / "01_x.html")
+    _export_html(src, tmp_path / "02_y.html")
+    html = (tmp_path / "01_x.html").read_text()
+    assert "<style" not in html.split("</head>")[0]
+    assert f'<link rel="stylesheet" href="{HTML_CSS}">' in html
+    assert "hello" in html
+    assert len((tmp_path / HTML_CSS).read_text()) > 1000
