@@ -103,6 +103,24 @@ def benchmark_drdpgan(profile: str, sizes=(64, 128), batches=(1, 32), train_batc
             "results": rows, "peak_rss_mib": peak_kib / 1024.0}
 
 
+def benchmark_generator(resolution: int, w_dim: int, channel_max: int, batch_size: int = 8, repeats: int = 3) -> float:
+    """CPU milliseconds per image of a StyleGAN2 generator forward pass (z -> image), best of
+    ``repeats`` after a warm-up; process CPU time, so with one thread it is the idle-core cost."""
+    from .models.stylegan2 import StyleGAN2Config, StyleGAN2Generator
+
+    G = StyleGAN2Generator(StyleGAN2Config(resolution=resolution, z_dim=w_dim, w_dim=w_dim,
+                                           channel_max=channel_max)).eval()
+    z = torch.randn(batch_size, w_dim, generator=torch.Generator().manual_seed(0))
+    best = float("inf")
+    with torch.no_grad():
+        G(z)
+        for _ in range(max(1, repeats)):
+            t0 = time.process_time()
+            G(z)
+            best = min(best, time.process_time() - t0)
+    return 1000.0 * best / batch_size
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m drdpgan.bench")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -114,6 +132,10 @@ def main(argv=None) -> None:
     r.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     r.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="wall time, or process CPU time (= idle-core speed with --threads 1)")
+    g = sub.add_parser("generator", help="StyleGAN2 forward CPU-ms per image (1 thread by default)")
+    g.add_argument("--sizes", type=int, nargs="+", default=[64, 256])
+    g.add_argument("--widths", type=int, nargs="+", default=[128, 512], help="w_dim = channel_max values")
+    g.add_argument("--threads", type=int, default=1)
     d = sub.add_parser("drdpgan", help="anonymize/recover throughput, training speed, peak memory -> bench.json")
     d.add_argument("--profile", default="cpu")
     d.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
@@ -122,6 +144,14 @@ def main(argv=None) -> None:
     d.add_argument("--threads", type=int, default=None)
     d.add_argument("--out", default=None, help="default: reports/<profile>/bench.json")
     args = ap.parse_args(argv)
+    if args.cmd == "generator":
+        torch.set_num_threads(args.threads)
+        for size in args.sizes:
+            for w in args.widths:
+                ms = benchmark_generator(size, w, w)
+                print(f"StyleGAN2 {size} px, w_dim = channel_max = {w}: {ms:.1f} CPU-ms per image "
+                      f"(batch 8, {args.threads} thread(s))")
+        return
     if args.cmd == "drdpgan":
         import json
 

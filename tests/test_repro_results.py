@@ -84,3 +84,10 @@ def test_metric_keys_documented():
     assert documented_key("ablation.12.cls_acc_recovered") == "ablation.<n>.cls_acc_recovered"
     assert documented_key("ablation.x.rec_cos") is None
     assert all(desc for desc in METRIC_KEYS.values())
+
+
+def test_generator_benchmark_returns_positive_ms():
+    from drdpgan.bench import benchmark_generator
+
+    ms = benchmark_generator(32, 16, 16, batch_size=2, repeats=1)
+    assert ms > 0
