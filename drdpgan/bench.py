@@ -46,7 +46,7 @@ def profile_model(profile: str, resolution: int, seed: int = 0):
 
     Throughput does not depend on the weights, so nothing is trained or loaded."""
     from . import stages
-    from .models.drdpgan import DRDPGAN, DRDPGANConfig
+    from .models.drdpgan import assemble
     from .models.identity import IdentityEncoder, IdentityEncoderConfig
     from .models.prior3d import Prior3DConfig, Prior3DRegressor
     from .models.stylegan2 import StyleGAN2Config, StyleGAN2Generator
@@ -59,9 +59,7 @@ def profile_model(profile: str, resolution: int, seed: int = 0):
         g = StyleGAN2Generator(StyleGAN2Config(resolution=resolution, z_dim=int(p04["w_dim"]), w_dim=int(p04["w_dim"]),
                                                channel_max=int(p04["channel_max"])))
         enc = IdentityEncoder(IdentityEncoderConfig(widths=tuple(p02["id_widths"]), layers=tuple(p02["id_layers"])))
-        pcfg = Prior3DConfig(working_size=int(p03["working_size"]))
-        return DRDPGAN(DRDPGANConfig(resolution=resolution, identity_dim=enc.cfg.embedding_dim,
-                                     n_expression=pcfg.n_expression), g, enc, Prior3DRegressor(pcfg)).eval()
+        return assemble(g, enc, Prior3DRegressor(Prior3DConfig(working_size=int(p03["working_size"])))).eval()
 
 
 def _images_per_s(fn, x: torch.Tensor, repeats: int) -> float:

@@ -163,16 +163,9 @@ def load_model(path: str | Path, eval_mode: bool = True) -> tuple[torch.nn.Modul
     payload = read_checkpoint(path)
     if payload["kind"] == DRDPGAN_KIND:
         model = _build_drdpgan(payload, Path(path))
-        try:
-            model.load_state_dict(payload["state_dict"])
-        except RuntimeError as e:
-            raise CheckpointError(f"{path}: weights do not fit the DR-DPGAN of its stored config ({e})") from e
-        if eval_mode:
-            model.eval()
-        return model, {k: payload[k] for k in ("kind", "config", "metrics", "extra")}
-    model_spec, cfg_spec = MODEL_KINDS[payload["kind"]]
-    cfg = config_from_dict(_resolve(cfg_spec), payload["config"])
-    model = _resolve(model_spec)(cfg)
+    else:
+        model_spec, cfg_spec = MODEL_KINDS[payload["kind"]]
+        model = _resolve(model_spec)(config_from_dict(_resolve(cfg_spec), payload["config"]))
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as e:

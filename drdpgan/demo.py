@@ -176,10 +176,7 @@ def short_training(
 
     cfg = DRDPGANTrainConfig(steps=int(steps), batch_size=int(batch_size), seed=int(seed),
                              log_every=int(log_every), checkpoint_every=0, keep_checkpoints=1)
-    priors = {stem: stages.notebook_params(stem, profile)
-              for stem in ("01_data", "02_identity_encoder", "03_prior3d", "04_stylegan2")}
-    for p in priors.values():
-        p.pop("num_threads", None)  # threads do not change what is trained
+    priors = stages.prior_params(profile)
     key = {"priors": priors, "seed": int(seed), "train": cfg.to_dict(),
            "model_overrides": dict(sorted(config_overrides.items()))}
     return train_cached(

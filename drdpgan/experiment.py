@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .repro import ArtifactCache, atomic_torch_save, make_generator
+from .repro import ArtifactCache, atomic_torch_save, atomic_write_json, make_generator
 
 __all__ = [
     "TrainedDRDPGAN",
@@ -50,6 +50,7 @@ __all__ = [
     "protocol_outputs",
     "table2_metrics",
     "table3_metrics",
+    "classifier_configs",
     "ABLATIONS",
     "ablation_result",
 ]
@@ -99,17 +100,6 @@ def train_config(p: Mapping[str, Any]):
         checkpoint_every=int(p["checkpoint_every"]), keep_checkpoints=2)
 
 
-def _prior_params(profile: str) -> dict[str, Any]:
-    from . import stages
-
-    out = {}
-    for stem in ("01_data", "02_identity_encoder", "03_prior3d", "04_stylegan2"):
-        p = stages.notebook_params(stem, profile)
-        p.pop("num_threads", None)
-        out[stem] = p
-    return out
-
-
 def pretrained_code(profile: str, p: Mapping[str, Any], model_cfg, progress: bool = True) -> Path:
     """Stage 1 (module docstring): the binary code mapping and decoder trained on the identity
     embeddings of the profile's training faces, cached as ``artifacts/<profile>/drdpgan-code-<hash>/``
@@ -123,7 +113,7 @@ def pretrained_code(profile: str, p: Mapping[str, Any], model_cfg, progress: boo
     bcfg = BinaryCodeConfig(identity_dim=model_cfg.identity_dim, code_bits=model_cfg.code_bits,
                             hidden_dim=model_cfg.binary_hidden, decoder_hidden=model_cfg.binary_hidden)
     tcfg = CodeTrainConfig(seed=seed + 7, steps=int(p["code_steps"]), batch_size=int(p["code_batch_size"]))
-    key = {"priors": _prior_params(profile), "bcfg": bcfg.__dict__, "tcfg": tcfg.__dict__}
+    key = {"priors": stages.prior_params(profile), "bcfg": bcfg.__dict__, "tcfg": tcfg.__dict__}
 
     def build(d: Path) -> None:
         enc, _ = stages.identity_encoder(profile, progress=False)
@@ -151,12 +141,10 @@ def trained_drdpgan(profile: str, progress: bool = True, params: Mapping[str, An
     p = dict(params) if params is not None else stages.notebook_params("09_training", profile)
     p.pop("num_threads", None)
     cfg = train_config(p)
-    key = {"priors": _prior_params(profile), "train": cfg.to_dict(),
+    train_key = {k: v for k, v in cfg.to_dict().items() if k == "steps" or k not in cfg.VOLATILE}
+    key = {"priors": stages.prior_params(profile), "train": train_key,
            "code": {k: p[k] for k in ("pretrain_code", "code_steps", "code_batch_size")},
            "model_overrides": dict(sorted(model_overrides.items()))}
-    for vol in cfg.VOLATILE:
-        key["train"].pop(vol, None)
-    key["train"]["steps"] = cfg.steps
     cache = ArtifactCache(profile)
     final = cache.path("drdpgan", key)
     work = final.with_name(final.name + "-work")
@@ -182,17 +170,17 @@ def trained_drdpgan(profile: str, progress: bool = True, params: Mapping[str, An
         shutil.rmtree(work / "checkpoints", ignore_errors=True)  # finished: model.pt holds everything
 
     path = cache.get("drdpgan", key, build)
-    model, info = load_model(path / "model.pt")
+    model, _ = load_model(path / "model.pt")
     result = json.loads((path / "final_metrics.json").read_text()) if (path / "final_metrics.json").is_file() else {}
     return TrainedDRDPGAN(model, path, result, p)
 
 
 @torch.no_grad()
-def _embed(embed_fn: Callable, dataset_or_images, batch_size: int = 256) -> torch.Tensor:
+def _embed(embed_fn: Callable, dataset) -> torch.Tensor:
+    from .evaluate import _embed_all
     from .stages import images_of
 
-    x = dataset_or_images if isinstance(dataset_or_images, torch.Tensor) else images_of(dataset_or_images)
-    return torch.cat([embed_fn(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    return _embed_all(embed_fn, images_of(dataset), batch_size=256)
 
 
 # --------------------------------------------------------------------------- protocol
@@ -265,10 +253,11 @@ def run_paths(model, images: torch.Tensor, seed: int = 0, batch_size: int = 32, 
     return {k: torch.cat(v) if v else torch.empty(0) for k, v in out.items()}
 
 
-def protocol_outputs(profile: str, progress: bool = True, trained: TrainedDRDPGAN | None = None
-                     ) -> dict[str, Any]:
+def protocol_outputs(profile: str, progress: bool = True, trained: TrainedDRDPGAN | None = None,
+                     max_identities: int | None = None) -> dict[str, Any]:
     """The held-out protected faces of ``profile`` run through both paths (notebook 10's parameters:
     ``test_fraction``, ``max_identities``, ``anon_seed``), cached as ``outputs.pt`` beside the model.
+    ``max_identities`` (when given) replaces notebook 10's value.
 
     Returns :func:`protocol_split`'s arrays, ``originals`` / ``test_images`` (tensors) and
     :func:`run_paths`'s outputs.
@@ -278,10 +267,9 @@ def protocol_outputs(profile: str, progress: bool = True, trained: TrainedDRDPGA
     p10 = stages.notebook_params("10_anonymization", profile)
     trained = trained or trained_drdpgan(profile, progress)
     data = stages.face_data(stages.notebook_params("01_data", profile), progress)
-    split = protocol_split(data["heldout"].labels, float(p10["test_fraction"]), int(p10["max_identities"]),
-                           int(p10["seed"]))
-    name = f"outputs-png-{float(p10['test_fraction'])}-{int(p10['max_identities'])}-{int(p10['seed'])}-" \
-           f"{int(p10['anon_seed'])}.pt"
+    n_ids = int(p10["max_identities"] if max_identities is None else max_identities)
+    split = protocol_split(data["heldout"].labels, float(p10["test_fraction"]), n_ids, int(p10["seed"]))
+    name = f"outputs-png-{float(p10['test_fraction'])}-{n_ids}-{int(p10['seed'])}-{int(p10['anon_seed'])}.pt"
     path = trained.dir / name
     originals = stages.images_of(data["heldout"], split["protected"])
     if path.is_file():
@@ -294,6 +282,16 @@ def protocol_outputs(profile: str, progress: bool = True, trained: TrainedDRDPGA
 
 
 # --------------------------------------------------------------------------- Tables 2 and 3
+
+
+def classifier_configs(p12: Mapping[str, Any]):
+    """Notebook 12's parameters -> ``(FaceNetConfig, FaceNetTrainConfig)`` of the Table 1 classifiers."""
+    from .models.facenet import FaceNetConfig
+    from .train_priors import FaceNetTrainConfig
+
+    return (FaceNetConfig(input_size=int(p12["cls_input_size"]), repeats=tuple(p12["cls_repeats"])),
+            FaceNetTrainConfig(epochs=int(p12["cls_epochs"]), batch_size=int(p12["cls_batch_size"]),
+                               lr=float(p12["cls_lr"])))
 
 
 def table2_metrics(originals: torch.Tensor, anonymized: torch.Tensor, recovered: torch.Tensor,
@@ -344,37 +342,28 @@ def ablation_result(profile: str, experiment_no: int, seed: int, train_steps: in
     The result is cached beside it as ``ablation-<...>.json``.
     """
     from . import stages
-    from .evaluate import identity_cosines, psnr, table1_classifier_protocol
-    from .models.facenet import FaceNetConfig
-    from .train_priors import FaceNetTrainConfig
+    from .evaluate import table1_classifier_protocol
 
     p09 = {**stages.notebook_params("09_training", profile), "train_steps": int(train_steps), "seed": int(seed)}
     p10 = stages.notebook_params("10_anonymization", profile)
-    p12 = stages.notebook_params("12_evaluation", profile)
     trained = trained_drdpgan(profile, progress, params=p09, **ABLATIONS[int(experiment_no)])
     path = trained.dir / f"ablation-{int(cls_epochs)}-{int(max_identities)}-{float(p10['test_fraction'])}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    data = stages.face_data(stages.notebook_params("01_data", profile), progress=False)
-    split = protocol_split(data["heldout"].labels, float(p10["test_fraction"]), int(max_identities), int(p10["seed"]))
-    originals = stages.images_of(data["heldout"], split["protected"])
-    outs = run_paths(trained.model, originals, seed=int(p10["anon_seed"]))
+    out = protocol_outputs(profile, progress=False, trained=trained, max_identities=int(max_identities))
     evaluator, _ = stages.facenet_evaluator(profile, progress=False)
-    n_classes = len(split["identities"])
+    t2 = table2_metrics(out["originals"], out["anonymized"], out["recovered"], {"": evaluator})
+    t3 = table3_metrics(out["bits_true"], out["bits_read"], out["f_id"], out["f_decoded"])
+    n_classes = len(out["identities"])
+    p12 = stages.notebook_params("12_evaluation", profile)
+    ccfg, tcfg = classifier_configs({**p12, "cls_epochs": cls_epochs})
     cls = table1_classifier_protocol(
-        outs["recovered"], torch.as_tensor(split["protected_labels"]),
-        (stages.images_of(data["heldout"], split["test"]), torch.as_tensor(split["test_labels"])), n_classes,
-        cfg=FaceNetConfig(input_size=int(p12["cls_input_size"]), repeats=tuple(p12["cls_repeats"])),
-        tcfg=FaceNetTrainConfig(epochs=int(cls_epochs), batch_size=int(p12["cls_batch_size"]), lr=float(p12["cls_lr"])),
+        out["recovered"], torch.as_tensor(out["protected_labels"]),
+        (out["test_images"], torch.as_tensor(out["test_labels"])), n_classes, cfg=ccfg, tcfg=tcfg,
         seed=int(p12["seed"]) + 31)
     res = {"experiment": int(experiment_no), "seed": int(seed), "train_steps": int(train_steps),
            **{k: bool(v) for k, v in ABLATIONS[int(experiment_no)].items()},
-           "rec_cos": float(np.mean(identity_cosines(evaluator, originals, outs["recovered"]))),
-           "anon_cos": float(np.mean(identity_cosines(evaluator, originals, outs["anonymized"]))),
-           "rec_psnr": float(psnr(outs["recovered"], originals)),
-           "cls_acc_recovered": cls["acc"], "chance": 1.0 / n_classes,
-           "password_ber": float((outs["bits_read"] != outs["bits_true"]).float().mean())}
-    from .repro import atomic_write_json
-
+           "rec_cos": t2["rec.cos"], "anon_cos": t2["anon.cos"], "rec_psnr": t2["rec.psnr"],
+           "cls_acc_recovered": cls["acc"], "chance": 1.0 / n_classes, "password_ber": t3["password.ber"]}
     atomic_write_json(path, res)
     return res

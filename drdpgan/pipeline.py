@@ -127,8 +127,8 @@ HTML_CSS = "notebook.css"
 
 def _export_html(executed: Path, html_path: Path) -> None:
     """``executed`` -> ``html_path`` (nbconvert's lab template). The template's stylesheets (some
-    8,000 lines, the same for every notebook) go once into ``notebook.css`` beside the HTML files,
-    which link to it instead of embedding a copy each."""
+    7,300 lines, the same for every notebook of every profile) go once into ``reports/notebook.css``,
+    which the HTML files (in ``reports/<profile>/``) link to instead of embedding a copy each."""
     import re
 
     import nbformat
@@ -140,11 +140,11 @@ def _export_html(executed: Path, html_path: Path) -> None:
     styles = re.findall(r"<style[^>]*>(.*?)</style>", head, flags=re.S)
     if styles:
         css = "\n".join(x.strip() for x in styles) + "\n"
-        css_path = html_path.parent / HTML_CSS
+        css_path = html_path.parent.parent / HTML_CSS
         if not css_path.is_file() or css_path.read_text() != css:
             atomic_write_text(css_path, css)
         head = re.sub(r"\s*<style[^>]*>.*?</style>", "", head, flags=re.S)
-        head += f'<link rel="stylesheet" href="{HTML_CSS}">\n'
+        head += f'<link rel="stylesheet" href="../{HTML_CSS}">\n'
     atomic_write_text(html_path, head + rest)
 
 

@@ -10,6 +10,7 @@ either finds what the earlier one built or builds it, with a progress bar.
 from __future__ import annotations
 
 import ast
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -118,8 +119,6 @@ def unseen_identity_faces(params: dict[str, Any] | str, n: int, batch_size: int 
 
 def lfw_source_dir(params: dict[str, Any] | str) -> Path:
     """Where the profile expects LFW (``lfw_source``, relative to the project root; env ``DRDPGAN_LFW`` wins)."""
-    import os
-
     p = _params(params, "01_data")
     src = Path(os.environ.get("DRDPGAN_LFW") or p["lfw_source"])
     return src if src.is_absolute() else (project_root() / src).resolve()
@@ -141,14 +140,16 @@ def lfw_aligned_dir(params: dict[str, Any] | str, progress: bool = True) -> Path
     manifest = out / "manifest.csv"
     if not manifest.is_file():
         # The script is resumable on its own: an interrupted run continues where it stopped.
-        cmd = [sys.executable, str(project_root() / "data_scripts" / "prepare_lfw.py"), "--src", str(src),
-               "--out", str(out), "--size", str(size), "--seed", str(int(p["seed"]))]
+        root = project_root()  # the script runs there with project-relative paths: nothing machine-specific is printed
+        cmd = [sys.executable, os.path.relpath(root / "data_scripts" / "prepare_lfw.py", root),
+               "--src", os.path.relpath(src, root), "--out", os.path.relpath(out, root), "--size", str(size),
+               "--seed", str(int(p["seed"]))]
         if int(p.get("lfw_limit", 0) or 0) > 0:
             cmd += ["--limit", str(int(p["lfw_limit"]))]
         if not progress:
             cmd.append("--quiet")
         print("[lfw] aligning with MTCNN:", " ".join(cmd[1:]))
-        subprocess.run(cmd, check=True)
+        subprocess.run(cmd, check=True, cwd=root)
     return out
 
 
@@ -202,6 +203,17 @@ def images_of(dataset, indices=None) -> "torch.Tensor":
 
 
 # --------------------------------------------------------------------------- priors (notebooks 02-04)
+
+
+def prior_params(profile: str) -> dict[str, dict[str, Any]]:
+    """Parameters of notebooks 01-04 for ``profile`` (what fixes the priors a DR-DPGAN wraps), without
+    ``num_threads`` (threads do not change what is trained): the prior part of later cache keys."""
+    out = {}
+    for stem in ("01_data", "02_identity_encoder", "03_prior3d", "04_stylegan2"):
+        p = notebook_params(stem, profile)
+        p.pop("num_threads", None)
+        out[stem] = p
+    return out
 
 
 def _data_key(p01: dict[str, Any]) -> dict[str, Any]:
@@ -413,11 +425,9 @@ def drdpgan_model(profile: str, progress: bool = True, **config_overrides):
     the identity encoder and 3D prior frozen, a copy of the StyleGAN2 generator (its EMA weights) to
     fine-tune, and freshly initialised DR-DPGAN components. ``config_overrides`` set fields of
     :class:`~drdpgan.models.drdpgan.DRDPGANConfig` (e.g. the ablation switches)."""
-    from .models.drdpgan import DRDPGAN, DRDPGANConfig
+    from .models.drdpgan import assemble
 
     enc, _ = identity_encoder(profile, progress)
     p3d, _ = prior3d(profile, progress)
     G, _ = stylegan2(profile, progress)
-    cfg = DRDPGANConfig(resolution=G.img_resolution, identity_dim=enc.cfg.embedding_dim,
-                        n_expression=p3d.cfg.n_expression, n_pose=p3d.cfg.n_pose, **config_overrides)
-    return DRDPGAN(cfg, G, enc, p3d)
+    return assemble(G, enc, p3d, **config_overrides)

@@ -624,8 +624,8 @@ def time_training_step(model: DRDPGAN, batch_size: int = 8, n_steps: int = 3, wa
 
 def _cpu_model(resolution: int = 64, seed: int = 0) -> DRDPGAN:
     """The CPU-sized model of the brief: default StyleGAN2 / identity encoder / 3D prior / DR-DPGAN configs
-    (``n_expression`` taken from the 3D prior's config)."""
-    from .models.drdpgan import DRDPGANConfig
+    (:func:`~drdpgan.models.drdpgan.assemble` takes the dimensions from the networks)."""
+    from .models.drdpgan import assemble
     from .models.identity import IdentityEncoder, IdentityEncoderConfig
     from .models.prior3d import Prior3DConfig, Prior3DRegressor
     from .models.stylegan2 import StyleGAN2Config, StyleGAN2Generator
@@ -633,10 +633,7 @@ def _cpu_model(resolution: int = 64, seed: int = 0) -> DRDPGAN:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         g = StyleGAN2Generator(StyleGAN2Config(resolution=resolution))
-        enc = IdentityEncoder(IdentityEncoderConfig())
-        pcfg = Prior3DConfig()
-        p3d = Prior3DRegressor(pcfg)
-        return DRDPGAN(DRDPGANConfig(resolution=resolution, n_expression=pcfg.n_expression), g, enc, p3d)
+        return assemble(g, IdentityEncoder(IdentityEncoderConfig()), Prior3DRegressor(Prior3DConfig()))
 
 
 def main(argv=None) -> None:

@@ -200,12 +200,15 @@ def test_html_export_links_one_shared_stylesheet(tmp_path):
     from drdpgan.pipeline import HTML_CSS, _export_html
 
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# hello"), nbformat.v4.new_code_cell("1 + 1")])
-    src = tmp_path / "01_x.ipynb"
+    prof = tmp_path / "smoke"  # reports/<profile>/
+    prof.mkdir()
+    src = prof / "01_x.ipynb"
     nbformat.write(nb, src)
-    _export_html(src, tmp_path / "01_x.html")
-    _export_html(src, tmp_path / "02_y.html")
-    html = (tmp_path / "01_x.html").read_text()
+    _export_html(src, prof / "01_x.html")
+    _export_html(src, prof / "02_y.html")
+    html = (prof / "01_x.html").read_text()
     assert "<style" not in html.split("</head>")[0]
-    assert f'<link rel="stylesheet" href="{HTML_CSS}">' in html
+    assert f'<link rel="stylesheet" href="../{HTML_CSS}">' in html
     assert "hello" in html
-    assert len((tmp_path / HTML_CSS).read_text()) > 1000
+    assert len((tmp_path / HTML_CSS).read_text()) > 1000  # one stylesheet for every profile
+    assert not (prof / HTML_CSS).exists()

@@ -180,3 +180,11 @@ class DRDPGAN(nn.Module):
         f_emo, f_pos = self.prior(anonymized)
         out = self.synthesize(anonymized, f_id_hat, f_emo, f_pos, bits, t=0)
         return {**out, "bit_logits": logits, "bits": bits, "f_id_decoded": f_id_hat, "f_emo": f_emo, "f_pos": f_pos}
+
+
+def assemble(generator: nn.Module, identity_encoder: nn.Module, prior3d: nn.Module, **config_overrides) -> DRDPGAN:
+    """A :class:`DRDPGAN` whose config takes resolution, identity dimension and coefficient counts from
+    the networks it wraps; ``config_overrides`` set the other :class:`DRDPGANConfig` fields."""
+    cfg = DRDPGANConfig(resolution=generator.img_resolution, identity_dim=identity_encoder.cfg.embedding_dim,
+                        n_expression=prior3d.cfg.n_expression, n_pose=prior3d.cfg.n_pose, **config_overrides)
+    return DRDPGAN(cfg, generator, identity_encoder, prior3d)
