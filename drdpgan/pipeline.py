@@ -125,10 +125,19 @@ def ensure_kernel(name: str = KERNEL_NAME) -> None:
 HTML_CSS = "notebook.css"
 
 
+def _shared_asset(reports: Path, name: str, text: str) -> None:
+    path = reports / name
+    if not path.is_file() or path.read_text() != text:
+        atomic_write_text(path, text)
+
+
 def _export_html(executed: Path, html_path: Path) -> None:
-    """``executed`` -> ``html_path`` (nbconvert's lab template). The template's stylesheets (some
-    7,300 lines, the same for every notebook of every profile) go once into ``reports/notebook.css``,
-    which the HTML files (in ``reports/<profile>/``) link to instead of embedding a copy each."""
+    """``executed`` -> ``html_path`` (nbconvert's lab template). What the template puts in every
+    page's ``<head>`` (some 7,300 lines of stylesheets and 450 lines of inline scripts, the same for
+    every notebook of every profile) goes once into ``reports/`` (``notebook.css``,
+    ``notebook-<hash>.js``), which the HTML files in ``reports/<profile>/`` link to. The MathJax
+    configuration stays inline (MathJax reads it from the page)."""
+    import hashlib
     import re
 
     import nbformat
@@ -137,14 +146,22 @@ def _export_html(executed: Path, html_path: Path) -> None:
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
     head_end = body.find("</head>")
     head, rest = (body[:head_end], body[head_end:]) if head_end >= 0 else ("", body)
+    reports = html_path.parent.parent
     styles = re.findall(r"<style[^>]*>(.*?)</style>", head, flags=re.S)
     if styles:
-        css = "\n".join(x.strip() for x in styles) + "\n"
-        css_path = html_path.parent.parent / HTML_CSS
-        if not css_path.is_file() or css_path.read_text() != css:
-            atomic_write_text(css_path, css)
+        _shared_asset(reports, HTML_CSS, "\n".join(x.strip() for x in styles) + "\n")
         head = re.sub(r"\s*<style[^>]*>.*?</style>", "", head, flags=re.S)
         head += f'<link rel="stylesheet" href="../{HTML_CSS}">\n'
+
+    def external(m: re.Match) -> str:
+        attrs, code = m.group(1), m.group(2)
+        if "src=" in attrs or "text/x-mathjax-config" in attrs or not code.strip():
+            return m.group(0)
+        name = f"notebook-{hashlib.sha256(code.encode()).hexdigest()[:8]}.js"
+        _shared_asset(reports, name, code.strip() + "\n")
+        return f'<script{attrs} src="../{name}"></script>'
+
+    head = re.sub(r"<script([^>]*)>(.*?)</script>", external, head, flags=re.S)
     atomic_write_text(html_path, head + rest)
 
 

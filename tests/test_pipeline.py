@@ -212,3 +212,7 @@ def test_html_export_links_one_shared_stylesheet(tmp_path):
     assert "hello" in html
     assert len((tmp_path / HTML_CSS).read_text()) > 1000  # one stylesheet for every profile
     assert not (prof / HTML_CSS).exists()
+    head = html.split("</head>")[0]
+    scripts = sorted(tmp_path.glob("notebook-*.js"))
+    assert scripts and all(f'src="../{js.name}"' in head for js in scripts)  # inline head scripts shared
+    assert (prof / "02_y.html").read_text().split("</head>")[0] == head  # every page links the same files
