@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import re
 from pathlib import Path
@@ -179,15 +180,20 @@ def save_table(df, name: str, profile: str) -> tuple[Path, Path]:
     return csv, md
 
 
+def _cell(v) -> str:
+    """A markdown cell: floats to 4 significant digits, missing values blank (the CSV keeps all digits)."""
+    if isinstance(v, numbers.Real) and not isinstance(v, numbers.Integral):
+        return "" if v != v else f"{float(v):.4g}"
+    return str(v)
+
+
 def _markdown(df) -> str:
-    try:
-        return df.to_markdown(index=False)
-    except ImportError:  # tabulate not installed: a plain pipe table
-        cols = [str(c) for c in df.columns]
-        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        for row in df.itertuples(index=False):
-            lines.append("| " + " | ".join(str(v) for v in row) + " |")
-        return "\n".join(lines)
+    """``df`` as a pipe table for reading; numbers at 4 significant digits (the CSV is exact)."""
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
+    return "\n".join(lines)
 
 
 def save_figure(fig, name: str, profile: str, dpi: int = 110) -> Path:

@@ -91,3 +91,20 @@ def test_generator_benchmark_returns_positive_ms():
 
     ms = benchmark_generator(32, 16, 16, batch_size=2, repeats=1)
     assert ms > 0
+
+
+def test_save_table_markdown_rounds_and_csv_keeps_digits(tmp_path, monkeypatch):
+    import numpy as np
+    import pandas as pd
+
+    from drdpgan.results import save_table
+
+    monkeypatch.setenv("DRDPGAN_RUN_DIR", str(tmp_path))
+    df = pd.DataFrame({"key": ["a", "b"], "value": [0.123456789, float("nan")], "n": [3, 4],
+                       "f32": np.array([1.23456789e-5, 2.0], dtype=np.float32)})
+    csv, md = save_table(df, "t", "smoke")
+    lines = md.read_text().splitlines()
+    assert lines[0] == "| key | value | n | f32 |"
+    assert lines[2] == "| a | 0.1235 | 3 | 1.235e-05 |"
+    assert lines[3] == "| b |  | 4 | 2 |"
+    assert pd.read_csv(csv)["value"][0] == pytest.approx(0.123456789, abs=1e-12)
