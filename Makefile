@@ -1,6 +1,6 @@
 # drdpgan: two commands do everything on a fresh clone.
 #   make reproduce [PROFILE=cpu|smoke|lfw|paper] [FORCE=1]   run the pipeline, write reports/<profile>/
-#   make test                                                unit tests + nbval over the notebooks
+#   make test                                                nbval over the notebooks + unit tests + smoke metric tolerances
 # Both create .venv and install the pinned environment first when needed.
 
 PYTHON  ?= python3
@@ -10,7 +10,7 @@ PROFILE ?= cpu
 STAMP   := $(VENV)/.drdpgan-installed
 PIP     := $(PY) -m pip install --disable-pip-version-check -q
 
-.PHONY: install reproduce test unit nbval lab notebooks bench clean-artifacts
+.PHONY: install reproduce test test-metrics unit nbval lab notebooks bench clean-artifacts
 
 install: $(STAMP)
 
@@ -27,10 +27,15 @@ reproduce: $(STAMP)
 	$(PY) -m drdpgan.bench drdpgan --profile $(PROFILE) --sizes 64 128 --batches 1 32
 
 
-# Unit tests and nbval in one pytest run (one summary line).
+# nbval over the notebooks, then the unit tests, in one pytest run (one summary line); the
+# notebook-metric test compares the numbers the notebooks recorded (tests/test_notebook_metrics.py).
 test: $(STAMP)
-	$(PY) -m pytest -q tests notebooks --nbval-lax --nbval-current-env \
+	$(PY) -m pytest -q notebooks tests --nbval-lax --nbval-current-env \
 		--sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+
+# The smoke run's trained numbers against tests/smoke_metrics_reference.json (also part of `test`).
+test-metrics: $(STAMP)
+	$(PY) -m pytest -q tests/test_notebook_metrics.py -p no:cacheprovider
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests

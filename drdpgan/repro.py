@@ -41,9 +41,18 @@ def project_root() -> Path:
     return Path.cwd().resolve()
 
 
+def artifacts_root() -> Path:
+    """``artifacts/``: the ignored cache of generated data and trained networks.
+
+    ``DRDPGAN_ARTIFACTS`` overrides it: the notebook-metric test runs the smoke pipeline in a
+    fresh cache of its own, so that every number in it is trained under the test's settings."""
+    env = os.environ.get("DRDPGAN_ARTIFACTS")
+    return Path(env).resolve() if env else project_root() / "artifacts"
+
+
 def artifacts_dir(profile: str) -> Path:
-    """``artifacts/<profile>/``: the ignored cache of generated data and trained networks."""
-    return project_root() / "artifacts" / profile
+    """``artifacts/<profile>/``: the cache of one profile (see :func:`artifacts_root`)."""
+    return artifacts_root() / profile
 
 
 def reports_dir(profile: str) -> Path:

@@ -24,7 +24,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-from .repro import atomic_write_json, project_root, reports_dir
+from .repro import artifacts_dir, atomic_write_json, project_root, reports_dir
 
 #: Documented metric keys. ``<n>`` stands for an integer (ablation experiment 1..7).
 METRIC_KEYS: dict[str, str] = {
@@ -69,6 +69,13 @@ METRIC_KEYS: dict[str, str] = {
     "train.steps": "DR-DPGAN training steps (notebook 09)",
     "train.sec_per_step": "DR-DPGAN seconds per training step on this machine (notebook 09)",
     "train.bit_acc": "E_P bit accuracy on noisy anonymized training images, last log interval (notebook 09)",
+    "train.loss_G": "DR-DPGAN generator-side total loss, last log interval (notebook 09)",
+    "train.cos_rec_real": "training-encoder cosine of recovered vs original training images, last log interval (notebook 09)",
+    "train.cos_decoded_real": "cosine of the identity decoded from the true password vs F_id, last log interval (notebook 09)",
+    "short.bit_acc": "notebooks 07-08 short DR-DPGAN run: E_P bit accuracy on the held-out loss batch",
+    "short.cos_rec_real": "notebooks 07-08 short run: training-encoder cosine of recovered vs original (loss batch)",
+    "short.loss_critic": "notebooks 07-08 short run: the identity critic's loss on the loss batch (Eq. 10)",
+    "short.loss_G": "notebooks 07-08 short run: generator-side total loss on the loss batch",
     "anon.diversity_cos": "mean pairwise evaluator cosine of one face anonymized under different noises (Fig. 6)",
     "cls.acc_anonymized": "Table 1: FaceNet classifier trained on anonymized images, tested on real held-out images",
     "cls.acc_recovered": "Table 1: FaceNet classifier trained on recovered images, tested on real held-out images",
@@ -111,7 +118,7 @@ def run_dir(profile: str) -> Path:
     env = os.environ.get("DRDPGAN_RUN_DIR")
     if env:
         return Path(env)
-    return project_root() / "artifacts" / profile / "notebook_runs"
+    return artifacts_dir(profile) / "notebook_runs"
 
 
 class Recorder:

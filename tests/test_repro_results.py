@@ -108,3 +108,13 @@ def test_save_table_markdown_rounds_and_csv_keeps_digits(tmp_path, monkeypatch):
     assert lines[2] == "| a | 0.1235 | 3 | 1.235e-05 |"
     assert lines[3] == "| b |  | 4 | 2 |"
     assert pd.read_csv(csv)["value"][0] == pytest.approx(0.123456789, abs=1e-12)
+
+
+def test_artifacts_env_moves_cache_and_notebook_run_dir(tmp_path, monkeypatch):
+    from drdpgan.repro import artifacts_dir
+    from drdpgan.results import run_dir
+
+    monkeypatch.delenv("DRDPGAN_RUN_DIR", raising=False)
+    monkeypatch.setenv("DRDPGAN_ARTIFACTS", str(tmp_path / "cache"))
+    assert artifacts_dir("smoke") == (tmp_path / "cache" / "smoke").resolve()
+    assert run_dir("smoke") == (tmp_path / "cache" / "smoke" / "notebook_runs").resolve()

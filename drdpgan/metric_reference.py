@@ -1,0 +1,270 @@
+"""Trained numbers of the smoke run, compared with tolerances instead of exact notebook outputs.
+
+A trained number depends on the CPU's kernels (AVX2 vs AVX-512, oneDNN paths), the thread count
+and library builds, so nbval checks only portable cell outputs. The numbers themselves are
+regression-tested here: ``tests/smoke_metrics_reference.json`` holds, for each key of the smoke
+run's ``metrics.json``, a reference value, an absolute tolerance, the spread measured across
+machine settings and a one-line reason; keys that cannot be compared (timings, values that are
+pinned at chance at the smoke budget) are listed with the reason they are excluded.
+
+    python -m drdpgan.metric_reference run OUT_DIR [--env NAME=VALUE ...]   # one smoke run, fresh cache
+    python -m drdpgan.metric_reference spread RUN_DIR [RUN_DIR ...]         # per-key spread table
+    python -m drdpgan.metric_reference build RUN_DIR [RUN_DIR ...]          # rewrite the reference file
+
+``run`` executes the smoke notebooks through the pipeline runner into ``OUT_DIR/reports`` with a
+fresh artifact cache in ``OUT_DIR/artifacts``, so every number is trained under the current
+settings. The test ``tests/test_notebook_metrics.py`` calls the same function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from .repro import project_root
+
+REFERENCE_FILE = project_root() / "tests" / "smoke_metrics_reference.json"
+
+
+#: How many times the measured spread (max - min over the settings) a tolerance is, on either side
+#: of the midpoint ("a few times that spread, no more"). For 4 settings the range is about 2 standard
+#: deviations, so +-2 ranges is about +-4 sigma. 3 was tried first: it left every DR-DPGAN key wide
+#: enough to pass a DR-DPGAN that never trained (measured, see UNTRAINED_FILE).
+SPREAD_FACTOR = 2.0
+
+#: Smoke runs with one network's training switched off: the value of each key for a model that did
+#: not train. ``build`` refuses (excludes, with the numbers) a key whose tolerance reaches any of them.
+UNTRAINED_FILE = project_root() / "tests" / "smoke_metrics_untrained.json"
+
+_SATURATED = ("the smoke evaluator maps every smoke image to nearly one embedding (cosine >= 0.9998 for any "
+              "pair): cannot tell trained from untrained")
+
+#: Keys of the smoke run that are not compared, with the reason.
+EXCLUDED_KEYS: dict[str, str] = {
+    "data.render_images_per_s": "a speed of this machine, not a result",
+    "stylegan2.ms_per_image_64": "a speed of this machine, not a result",
+    "train.sec_per_step": "a speed of this machine, not a result",
+    "cls.acc_original": "pinned at chance (1/40) by the smoke budget: cannot tell trained from untrained",
+    "cls.acc_anonymized": "pinned at chance (1/40) by the smoke budget: cannot tell trained from untrained",
+    "cls.acc_recovered": "pinned at chance (1/40) by the smoke budget: cannot tell trained from untrained",
+    "ablation.<n>.cls_acc_recovered": "pinned at chance (1/20) by the smoke ablation budget",
+    "ablation.full_model_best_cls_acc": "a tie of chance-level accuracies at the smoke budget",
+    "ablation.full_model_best_rec_cos": "an argmax over rec_cos values closer together than their spread",
+    # The smoke FaceNet evaluator (2 epochs on 480 faces) gives cosine 0.9998-0.9999 for any two
+    # smoke images, so evaluator cosines cannot tell a trained DR-DPGAN from an untrained one.
+    "anon.cos": _SATURATED,
+    "rec.cos": _SATURATED,
+    "anon.diversity_cos": _SATURATED,
+    "ablation.<n>.rec_cos": _SATURATED,
+    "ablation.<n>.anon_cos": _SATURATED,
+    # 10 steps per experiment: the seven rec_psnr values moved by 0.6-2.2 dB across the four settings,
+    # and an untrained DR-DPGAN gives 10.0-10.5 dB, inside six of the seven tolerances; the one whose
+    # four values happened to lie within 0.6 dB is not evidence that it is stable.
+    "ablation.<n>.rec_psnr": "10 GAN steps per experiment: moves by 0.6-2.2 dB across settings, and an untrained "
+    "DR-DPGAN (10.0-10.5 dB) lies inside the tolerance of most experiments",
+}
+# Every other key is compared unless its tolerance reaches a chance value (CHANCE) or the value of
+# an untrained network (UNTRAINED_FILE): build_reference then excludes it with the numbers.
+
+#: Keys fixed by the configuration: compared exactly.
+CONFIG_KEYS = {"data.n_identities", "data.n_train_images", "train.steps", "ablation.n_seeds", "cls.chance"}
+
+#: Fractions over a finite set at the smoke defaults: the smallest change (one item) is the floor
+#: of their tolerance, and the reason names the set.
+FRACTION_RESOLUTION: dict[str, tuple[float, str]] = {
+    "data.eigenface_verif_acc": (1 / 1000, "500 same + 500 different pairs"),
+    "identity.verif_acc": (1 / 600, "300 same + 300 different pairs"),
+    "evaluator.verif_acc": (1 / 600, "300 same + 300 different pairs"),
+    "identity.diff_in_band_fraction": (1 / 300, "300 different pairs"),
+    "identity.same_above_0.6_fraction": (1 / 300, "300 same pairs"),
+    "fig.in_band_fraction": (1 / 1000, "1,000 unseen identities"),
+    "prior3d.flip_yaw_sign_rate": (1 / 320, "320 held-out faces"),
+}
+
+#: Chance values, known without a run: verification and bit accuracy 0.5, BER 0.5, R^2 0 (the mean).
+CHANCE: dict[str, float] = {
+    "identity.verif_acc": 0.5, "evaluator.verif_acc": 0.5, "data.eigenface_verif_acc": 0.5,
+    "hiding.ber": 0.5, "password.ber": 0.5, "train.bit_acc": 0.5, "short.bit_acc": 0.5,
+    "prior3d.r2_expression": 0.0, "prior3d.r2_pose": 0.0,
+}
+
+
+def untrained_values(key: str, path: Path = UNTRAINED_FILE) -> dict[str, float]:
+    """``{source: value}``: chance and the untrained-network runs of ``path`` that apply to ``key``."""
+    out = {"chance": CHANCE[key]} if key in CHANCE else {}
+    if Path(path).is_file():
+        for name, run in json.loads(Path(path).read_text()).items():
+            if any(key.startswith(p) for p in run["applies_to"]) and key in run["metrics"]:
+                out[name] = float(run["metrics"][key])
+    return out
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    value: float
+    abs_tol: float
+    spread: float  # max - min measured across the settings the reference was made from
+    why: str
+    untrained: Mapping[str, float] | None = None  # values of untrained networks: the tolerance must not reach them
+
+
+def load_reference(path: Path = REFERENCE_FILE) -> tuple[dict[str, Tolerance], dict[str, str]]:
+    """``(compared keys, excluded keys with their reasons)`` of the reference file."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: cannot read the metric reference ({e})") from e
+    compared = {}
+    for key, spec in data["compared"].items():
+        missing = {"value", "abs_tol", "spread", "why"} - set(spec)
+        if missing:
+            raise ValueError(f"{path}: key {key!r} lacks {sorted(missing)}")
+        compared[key] = Tolerance(float(spec["value"]), float(spec["abs_tol"]), float(spec["spread"]),
+                                  str(spec["why"]), spec.get("untrained"))
+    return compared, dict(data["excluded"])
+
+
+def run_smoke(out_dir: Path, progress: bool = False) -> dict[str, float]:
+    """Run the smoke notebooks with a fresh artifact cache under ``out_dir``; return the merged metrics.
+
+    Headless like nbval; the torch thread count and kernel ISA are whatever the environment says
+    (``OMP_NUM_THREADS``, ``ATEN_CPU_CAPABILITY``, ``ONEDNN_MAX_CPU_ISA``)."""
+    from .pipeline import run_pipeline
+
+    out_dir = Path(out_dir)
+    saved = {k: os.environ.get(k) for k in ("DRDPGAN_ARTIFACTS", "DRDPGAN_HEADLESS", "MPLBACKEND")}
+    os.environ["DRDPGAN_ARTIFACTS"] = str(out_dir / "artifacts")
+    os.environ["DRDPGAN_HEADLESS"] = "1"
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    try:
+        run_pipeline("smoke", out_root=out_dir / "reports", html=False, progress=progress)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return json.loads((out_dir / "reports" / "smoke" / "metrics.json").read_text())
+
+
+def compare(metrics: Mapping[str, float], compared: Mapping[str, Tolerance]) -> list[str]:
+    """One message per compared key that is missing or outside its tolerance (empty: all hold)."""
+    problems = []
+    for key, tol in compared.items():
+        if key not in metrics:
+            problems.append(f"{key}: not recorded by the smoke run")
+            continue
+        got = float(metrics[key])
+        if not math.isfinite(got) or abs(got - tol.value) > tol.abs_tol:
+            problems.append(f"{key}: {got:.6g}, reference {tol.value:.6g} +- {tol.abs_tol:.3g} ({tol.why})")
+    return problems
+
+
+def spread_table(run_dirs: list[Path]) -> list[dict]:
+    """Per key: the values of each run, their mean and max - min."""
+    runs = {}
+    for d in run_dirs:
+        runs[Path(d).name] = json.loads((Path(d) / "reports" / "smoke" / "metrics.json").read_text())
+    keys = sorted(set().union(*[set(m) for m in runs.values()]))
+    rows = []
+    for k in keys:
+        vals = {n: m.get(k) for n, m in runs.items()}
+        present = [v for v in vals.values() if v is not None]
+        rows.append({"key": k, **vals, "mean": sum(present) / len(present),
+                     "spread": max(present) - min(present) if len(present) == len(runs) else float("nan")})
+    return rows
+
+
+def build_reference(run_dirs: list[Path], settings: list[str], path: Path = REFERENCE_FILE) -> dict:
+    """Write the reference file from smoke runs made under different settings.
+
+    value: the midpoint of the measured range; abs_tol: :data:`SPREAD_FACTOR` times the range,
+    floored at one item for fractions over a finite set and at 1e-6 (relative) for continuous
+    values, exact for configuration counts. A key whose tolerance would reach its chance value or
+    the value of an untrained network (:func:`untrained_values`) is excluded, with the numbers."""
+    from .repro import atomic_write_json
+    from .results import documented_key
+
+    rows = spread_table(run_dirs)
+    excluded = {}
+    compared = {}
+    for r in rows:
+        key, spread = r["key"], r["spread"]
+        doc = documented_key(key)
+        vals = [r[Path(d).name] for d in run_dirs]
+        if key in EXCLUDED_KEYS or doc in EXCLUDED_KEYS:
+            excluded[key] = EXCLUDED_KEYS.get(key) or EXCLUDED_KEYS[doc]
+            continue
+        if spread != spread:
+            raise ValueError(f"{key}: recorded by only some of the runs")
+        mid = (max(vals) + min(vals)) / 2
+        if key in CONFIG_KEYS:
+            tol, why = 1e-9, "fixed by the smoke configuration"
+        elif key in FRACTION_RESOLUTION:
+            res, n = FRACTION_RESOLUTION[key]
+            tol = max(SPREAD_FACTOR * spread, res)
+            why = f"fraction over {n}: {SPREAD_FACTOR:g} x measured spread, at least one item"
+        else:
+            floor = 1e-6 * max(1.0, abs(mid))
+            tol = max(SPREAD_FACTOR * spread, floor)
+            why = f"{SPREAD_FACTOR:g} x measured spread" if tol > floor else "did not move across the settings: 1e-6 relative"
+        untrained = untrained_values(key) if key not in CONFIG_KEYS else {}
+        reached = {k: v for k, v in untrained.items() if abs(mid - v) <= tol}
+        if reached:
+            excluded[key] = (f"too variable at the smoke budget to tell trained from untrained: measured "
+                             f"{min(vals):.4g} to {max(vals):.4g} across the settings, tolerance {mid:.4g} +- {tol:.3g}, "
+                             "which contains " + ", ".join(f"{v:.4g} ({k})" for k, v in reached.items()))
+            continue
+        spec = {"value": mid, "abs_tol": tol, "spread": spread, "why": why}
+        if untrained:
+            spec["untrained"] = untrained
+        compared[key] = spec
+    data = {
+        "about": "Trained numbers of the smoke run (make reproduce PROFILE=smoke, notebook defaults) with "
+        "tolerances; built by `python -m drdpgan.metric_reference build` from runs under the settings below.",
+        "settings": settings,
+        "spread_factor": SPREAD_FACTOR,
+        "compared": compared,
+        "excluded": excluded,
+    }
+    atomic_write_json(Path(path), data)
+    return data
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m drdpgan.metric_reference")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="one smoke run with a fresh artifact cache")
+    r.add_argument("out_dir", type=Path)
+    s = sub.add_parser("spread", help="per-key spread over several runs")
+    s.add_argument("run_dirs", nargs="+", type=Path)
+    b = sub.add_parser("build", help="rewrite tests/smoke_metrics_reference.json from several runs")
+    b.add_argument("run_dirs", nargs="+", type=Path)
+    b.add_argument("--settings", nargs="+", required=True, help="one description per run directory")
+    args = ap.parse_args(argv)
+    if args.cmd == "run":
+        t0 = time.perf_counter()
+        m = run_smoke(args.out_dir, progress=True)
+        print(f"{len(m)} metrics in {time.perf_counter() - t0:.0f} s -> {args.out_dir}/reports/smoke/metrics.json")
+    elif args.cmd == "build":
+        if len(args.settings) != len(args.run_dirs):
+            ap.error("give one --settings entry per run directory")
+        data = build_reference(args.run_dirs, args.settings)
+        print(f"{REFERENCE_FILE}: {len(data['compared'])} compared, {len(data['excluded'])} excluded")
+    else:
+        import pandas as pd
+
+        pd.set_option("display.width", 250)
+        print(pd.DataFrame(spread_table(args.run_dirs)).to_string(index=False, float_format=lambda v: f"{v:.6g}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
