@@ -2,8 +2,9 @@
 
 ::
 
-    python -m drdpgan anonymize photos/ anonymized/ [--seed S] [--checkpoint C] [--aligned]
+    python -m drdpgan anonymize photos/ anonymized/ [--seed S] [--checkpoint C] [--aligned] [--paste-back]
     python -m drdpgan recover anonymized/ recovered/ [--checkpoint C]
+    common options: [--overwrite] [--report report.json] [--debug]
 
 ``IN`` is an image file or a folder (its image files, sorted; not recursive). ``OUT`` is a folder
 (created), or, when ``IN`` is one file, a ``.png`` file path.
@@ -22,58 +23,85 @@ notebook 09 into ``artifacts/<profile>/drdpgan-<hash>/``). Without it the ``lfw`
 model is used: found in the cache, or trained first (notebooks 01-04 and 09 of that profile, which
 take long on a CPU; a message says so).
 
-A file that cannot be read, is not an image, or has no face is reported on stderr with its path and
-the reason, and the others are still processed; the exit status is 1 if any file failed. Every output
-is written atomically (a temporary file renamed into place): never half-written.
+Photos are read by :func:`drdpgan.data.photos.read_photo` (EXIF orientation applied; 16-bit,
+palette, transparent and CMYK images converted; first frame of an animation; bounded memory for
+huge JPEGs). When MTCNN finds no face in a nearly square image, the whole image is used as an
+aligned crop and the report says so; otherwise the message names ``--aligned``.
+
+Every input that cannot be used (a folder, a broken link, not an image, too small, no face, ...) is
+reported with its path and the reason, the others are still processed, and the exit status is 1
+if any input was skipped. Finished outputs are kept: a rerun skips them (``--overwrite`` redoes
+them), so an interrupted run resumes. Outputs are written atomically with the user's umask, and
+an interrupt (Ctrl-C, SIGTERM) leaves no temporary file. Two inputs that differ only in their
+extension (``face.jpg``, ``face.png``) get distinct outputs (``face_jpg_anon.png``,
+``face_png_anon.png``). ``--paste-back`` also writes ``<name>_anon_full.png``: the original photo
+with the anonymized face warped back into place through a feathered mask, for viewing and
+sharing; ``recover`` reads the aligned ``<name>_anon.png``. ``--report`` writes a JSON list of
+every input with its status, output and reason. User errors are messages; ``--debug`` shows the
+traceback of an unexpected error.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import signal
 import sys
+import traceback
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import torch
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
+from .data.photos import PhotoError, read_photo
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".gif"}
 DEFAULT_PROFILE = "lfw"
+#: Aspect ratios (width / height) of an image used whole as an aligned crop when no face is detected.
+WHOLE_IMAGE_ASPECT = (0.8, 1.25)
+
+InputError = PhotoError  # one input that cannot be processed (the message names the file and the problem)
 
 
-class InputError(Exception):
-    """One input file that cannot be processed (message names the file and the problem)."""
+class UsageError(Exception):
+    """A problem with the command as a whole (arguments, checkpoint): a message, exit status 2."""
+
+
+@dataclass
+class FileResult:
+    input: str
+    status: str  # "written" | "done" (output already there) | "skipped"
+    output: str | None = None
+    reason: str | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 def list_inputs(path: Path) -> list[Path]:
-    """``path`` itself if it is a file; else the files in the folder (sorted; hidden files skipped).
+    """``path`` itself if it is a file; else the entries of the folder, sorted, hidden ones left out.
 
-    Files of any suffix are returned, so that a stray non-image gets its own clear message."""
+    Folders and links inside are listed too, so that each gets its own message instead of being
+    skipped silently."""
     if path.is_file():
         return [path]
     if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-    raise FileNotFoundError(f"{path}: no such file or folder")
+        return sorted(p for p in path.iterdir() if not p.name.startswith("."))
+    raise UsageError(f"{path}: no such file or folder")
 
 
-def output_path(src: Path, in_root: Path, out: Path, suffix: str) -> Path:
+def output_names(files: list[Path], in_root: Path, out: Path, suffix: str) -> dict[Path, Path]:
+    """Output path of every input: ``<stem><suffix>.png`` in ``out``; inputs whose stems collide
+    (``face.jpg``, ``face.png``) keep their extension in the name (``face_jpg<suffix>.png``)."""
     if in_root.is_file() and out.suffix.lower() == ".png":
-        return out
-    return out / f"{src.stem}{suffix}.png"
-
-
-def read_image(path: Path):
-    """The image at ``path`` as an RGB PIL image; :class:`InputError` when it is not one."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.convert("RGB")
-    except UnidentifiedImageError:
-        raise InputError(f"{path}: not an image (no image format recognised)") from None
-    except OSError as e:
-        raise InputError(f"{path}: unreadable image ({e})") from None
+        return {files[0]: out}
+    stems: dict[str, int] = {}
+    for f in files:
+        stems[f.stem] = stems.get(f.stem, 0) + 1
+    names = {}
+    for f in files:
+        stem = f.stem if stems[f.stem] == 1 else f"{f.stem}_{f.suffix.lstrip('.').lower() or 'noext'}"
+        names[f] = out / f"{stem}{suffix}.png"
+    return names
 
 
 def to_tensor(img, size: int) -> torch.Tensor:
@@ -86,27 +114,39 @@ def to_tensor(img, size: int) -> torch.Tensor:
     return torch.from_numpy(a).permute(2, 0, 1)[None].contiguous()
 
 
-def save_png(x: torch.Tensor, path: Path) -> Path:
-    """(3, H, W) in [-1, 1] -> an 8-bit PNG at ``path``, written atomically."""
+def to_image(x: torch.Tensor):
+    """(3, H, W) in [-1, 1] -> an 8-bit PIL RGB image."""
     from PIL import Image
 
+    a = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(a)
+
+
+def save_png(img, path: Path) -> Path:
+    """A PIL image (or a (3, H, W) tensor in [-1, 1]) -> a PNG at ``path``, written atomically."""
     from .repro import atomic_path
 
-    a = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    if isinstance(img, torch.Tensor):
+        img = to_image(img)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        Image.fromarray(a).save(tmp, format="PNG")
+        img.save(tmp, format="PNG")
     return path
 
 
 def load_checkpoint(checkpoint: str | None, profile: str = DEFAULT_PROFILE):
     """The DR-DPGAN to use: from ``checkpoint``, else the profile's trained model (built when missing)."""
-    from .checkpoints import load_model
+    from .checkpoints import CheckpointError, load_model
 
     if checkpoint:
-        model, info = load_model(checkpoint)
+        if not Path(checkpoint).is_file():
+            raise UsageError(f"{checkpoint}: no such checkpoint file")
+        try:
+            model, info = load_model(checkpoint)
+        except (CheckpointError, KeyError, TypeError, ValueError, RuntimeError, OSError) as e:
+            raise UsageError(f"{checkpoint}: not a DR-DPGAN model.pt this version can load ({e})") from e
         if info["kind"] != "drdpgan":
-            raise SystemExit(f"{checkpoint}: a {info['kind']} checkpoint, not a DR-DPGAN model.pt")
+            raise UsageError(f"{checkpoint}: a {info['kind']} checkpoint, not a DR-DPGAN model.pt")
         return model
     from .experiment import trained_drdpgan
 
@@ -117,59 +157,101 @@ def load_checkpoint(checkpoint: str | None, profile: str = DEFAULT_PROFILE):
     return trained_drdpgan(profile).model
 
 
-def _process(files: Iterable[Path], handle, errors: list[str]) -> int:
-    done = 0
-    for f in files:
+def _run(files: list[Path], outputs: dict[Path, Path], handle, overwrite: bool, debug: bool,
+         desc: str) -> list[FileResult]:
+    """Call ``handle(src, dst) -> notes`` for every input; one :class:`FileResult` each."""
+    from tqdm.auto import tqdm
+
+    results = []
+    for f in tqdm(files, desc=desc, unit="img", file=sys.stderr, disable=None, leave=False):
+        dst = outputs[f]
+        if dst.exists() and not overwrite:
+            results.append(FileResult(str(f), "done", str(dst), "output exists (use --overwrite to redo)"))
+            continue
         try:
-            handle(f)
-            done += 1
-        except InputError as e:
-            errors.append(str(e))
+            notes = handle(f, dst) or []
+            results.append(FileResult(str(f), "written", str(dst), notes=notes))
+            for n in notes:
+                print(f"[drdpgan] {f}: {n}", file=sys.stderr)
+        except PhotoError as e:
+            results.append(FileResult(str(f), "skipped", reason=str(e)))
             print(f"[drdpgan] skipped {e}", file=sys.stderr)
-    return done
+        except Exception as e:  # noqa: BLE001 -- one bad input must not abort the batch
+            if debug:
+                traceback.print_exc()
+            reason = f"{f}: failed ({type(e).__name__}: {e})"
+            results.append(FileResult(str(f), "skipped", reason=reason))
+            print(f"[drdpgan] skipped {reason}" + ("" if debug else "; --debug shows the traceback"), file=sys.stderr)
+    return results
 
 
-def anonymize_files(model, src: Path, out: Path, seed: int = 0, aligned: bool = False) -> tuple[int, list[str]]:
-    """Anonymize every image of ``src`` into ``out``; returns (number written, error messages)."""
+def _find_face(aligner, img, f: Path, R: int):
+    """The aligned face of ``img`` and notes; the whole image when no face is found and it is nearly
+    square; :class:`PhotoError` otherwise."""
+    try:
+        face, info = aligner.align(img)
+    except Exception as e:  # noqa: BLE001 -- MTCNN raises on degenerate shapes
+        raise PhotoError(f"{f}: face detection failed on this {img.size[0]}x{img.size[1]} image ({e}); "
+                         f"if it is an aligned face crop, use --aligned") from None
+    if face is not None:
+        return face, info, []
+    aspect = img.size[0] / img.size[1]
+    if WHOLE_IMAGE_ASPECT[0] <= aspect <= WHOLE_IMAGE_ASPECT[1]:
+        return img, None, ["no face detected: the whole image was used as an aligned face crop "
+                           "(--aligned does this without trying detection)"]
+    raise PhotoError(f"{f}: no face found (if it is a tight face crop, rerun with --aligned)")
+
+
+def anonymize_files(model, src: Path, out: Path, seed: int = 0, aligned: bool = False, paste_back: bool = False,
+                    overwrite: bool = False, debug: bool = False) -> list[FileResult]:
+    """Anonymize every image of ``src`` into ``out``; one :class:`FileResult` per input."""
+    from .data.align import FaceAligner, paste_back as paste, similarity_matrix
+
     R = model.cfg.resolution
-    aligner = None
-    if not aligned:
-        from .data.align import FaceAligner
+    aligner = None if aligned else FaceAligner(size=R)
+    files = list_inputs(src)
+    outputs = output_names(files, src, out, "_anon")
 
-        aligner = FaceAligner(size=R)
-    errors: list[str] = []
-
-    def handle(f: Path) -> None:
-        img = read_image(f)
+    def handle(f: Path, dst: Path) -> list[str]:
+        photo, notes = read_photo(f)
+        img, info = photo, None
         if aligner is not None:
-            face, info = aligner.align(img)
-            if face is None:
-                raise InputError(f"{f}: no face found")
-            img = face
+            img, info, more = _find_face(aligner, photo, f, R)
+            notes += more
         with torch.no_grad():
             a = model.anonymize(to_tensor(img, R), seed=seed)
-        save_png(a["images"][0], output_path(f, src, out, "_anon"))
+        face = to_image(a["images"][0])
+        if paste_back and info is not None:
+            m = similarity_matrix(info["landmarks"], R, aligner.margin)
+            save_png(paste(photo, face, m), dst.with_name(dst.stem + "_full.png"))
+            notes.append(f"photo with the face pasted back: {dst.stem}_full.png")
+        save_png(face, dst)
+        return notes
 
-    n = _process(list_inputs(src), handle, errors)
-    return n, errors
+    return _run(files, outputs, handle, overwrite, debug, "anonymize")
 
 
-def recover_files(model, src: Path, out: Path) -> tuple[int, list[str]]:
-    """Recover every anonymized PNG of ``src`` into ``out``; returns (number written, error messages)."""
+def recover_files(model, src: Path, out: Path, overwrite: bool = False, debug: bool = False) -> list[FileResult]:
+    """Recover every anonymized PNG of ``src`` into ``out``; one :class:`FileResult` per input."""
     R = model.cfg.resolution
-    errors: list[str] = []
+    files = list_inputs(src)
+    outputs = output_names(files, src, out, "_rec")
 
-    def handle(f: Path) -> None:
-        img = read_image(f)
+    def handle(f: Path, dst: Path) -> list[str]:
+        img, notes = read_photo(f)
         if img.size != (R, R):
-            raise InputError(f"{f}: {img.size[0]}x{img.size[1]} px, but this model's anonymized faces are "
-                             f"{R}x{R} (recover reads the PNGs that anonymize wrote, unchanged)")
+            raise PhotoError(f"{f}: {img.size[0]}x{img.size[1]} px, but this model's anonymized faces are "
+                             f"{R}x{R} (recover reads the <name>_anon.png files that anonymize wrote, unchanged)")
         with torch.no_grad():
             r = model.recover(to_tensor(img, R))
-        save_png(r["images"][0], output_path(f, src, out, "_rec"))
+        save_png(r["images"][0], dst)
+        return notes
 
-    n = _process(list_inputs(src), handle, errors)
-    return n, errors
+    return _run(files, outputs, handle, overwrite, debug, "recover")
+
+
+def _raise_on_sigterm(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv=None) -> int:
@@ -179,33 +261,52 @@ def main(argv=None) -> int:
     a.add_argument("input", type=Path, help="an image file or a folder of images")
     a.add_argument("output", type=Path, help="output folder (or a .png path for one input file)")
     a.add_argument("--seed", type=int, default=0, help="noise seed of the fake identity (Alg. 1)")
-    a.add_argument("--checkpoint", default=None, help="DR-DPGAN model.pt (default: the lfw profile's)")
     a.add_argument("--aligned", action="store_true", help="inputs are aligned face crops: skip detection")
+    a.add_argument("--paste-back", action="store_true",
+                   help="also write <name>_anon_full.png: the photo with the anonymized face pasted back")
     r = sub.add_parser("recover", help="recover faces from anonymized PNGs (t = 0)")
     r.add_argument("input", type=Path, help="an anonymized PNG or a folder of them")
     r.add_argument("output", type=Path, help="output folder (or a .png path for one input file)")
-    r.add_argument("--checkpoint", default=None, help="DR-DPGAN model.pt (default: the lfw profile's)")
+    for p in (a, r):
+        p.add_argument("--checkpoint", default=None, help="DR-DPGAN model.pt (default: the lfw profile's)")
+        p.add_argument("--overwrite", action="store_true", help="redo inputs whose output exists (default: skip)")
+        p.add_argument("--report", type=Path, default=None, help="write a JSON report of every input here")
+        p.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
     args = ap.parse_args(argv)
 
+    previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)  # temporary files are removed on SIGTERM too
+    results: list[FileResult] = []
     try:
         files = list_inputs(args.input)
-    except FileNotFoundError as e:
+        if args.input.is_file() and args.output.suffix and args.output.suffix.lower() != ".png":
+            raise UsageError(f"{args.output}: outputs are PNG (lossless; JPEG would destroy the hidden password)")
+        if args.input.is_dir() and args.output.is_file():
+            raise UsageError(f"{args.output}: an existing file, but a folder of inputs needs an output folder")
+        if not files:
+            raise UsageError(f"{args.input}: no files to process")
+        model = load_checkpoint(args.checkpoint)
+        if args.cmd == "anonymize":
+            results = anonymize_files(model, args.input, args.output, seed=args.seed, aligned=args.aligned,
+                                      paste_back=args.paste_back, overwrite=args.overwrite, debug=args.debug)
+        else:
+            results = recover_files(model, args.input, args.output, overwrite=args.overwrite, debug=args.debug)
+    except UsageError as e:
         print(f"[drdpgan] {e}", file=sys.stderr)
         return 2
-    if args.input.is_file() and args.output.suffix and args.output.suffix.lower() != ".png":
-        print(f"[drdpgan] {args.output}: outputs are PNG (lossless; JPEG would destroy the hidden password)",
-              file=sys.stderr)
-        return 2
-    if not files:
-        print(f"[drdpgan] {args.input}: no files to process", file=sys.stderr)
-        return 2
-    model = load_checkpoint(args.checkpoint)
-    if args.cmd == "anonymize":
-        n, errors = anonymize_files(model, args.input, args.output, seed=args.seed, aligned=args.aligned)
-    else:
-        n, errors = recover_files(model, args.input, args.output)
-    print(f"[drdpgan] {args.cmd}: {n} written to {args.output}, {len(errors)} skipped", file=sys.stderr)
-    return 1 if errors else 0
+    except KeyboardInterrupt:
+        print(f"[drdpgan] interrupted: finished outputs are kept, no partial file is left; rerun the same "
+              f"command to continue", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    n = {s: sum(r.status == s for r in results) for s in ("written", "done", "skipped")}
+    print(f"[drdpgan] {args.cmd}: {n['written']} written to {args.output}, {n['done']} already done, "
+          f"{n['skipped']} skipped", file=sys.stderr)
+    if args.report:
+        from .repro import atomic_write_json
+
+        atomic_write_json(args.report, [asdict(r) for r in results])
+    return 1 if n["skipped"] else 0
 
 
 if __name__ == "__main__":

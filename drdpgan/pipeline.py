@@ -238,7 +238,8 @@ def run_pipeline(
 
     runs: list[NotebookRun] = []
     force_token = f"run-{time.time_ns()}" if force else "0"  # one rebuild per artifact per run
-    env_before = {k: os.environ.get(k) for k in ("DRDPGAN_RUN_DIR", "DRDPGAN_NOTEBOOK", "DRDPGAN_FORCE")}
+    env_before = {k: os.environ.get(k) for k in ("DRDPGAN_RUN_DIR", "DRDPGAN_NOTEBOOK", "DRDPGAN_FORCE",
+                                                  "DRDPGAN_HEADLESS")}
     bar = tqdm(nbs, desc=f"profile {profile.name}", unit="nb", disable=not progress, file=sys.stdout)
     try:
         for nb in bar:
@@ -246,6 +247,9 @@ def run_pipeline(
             os.environ["DRDPGAN_RUN_DIR"] = str(out_dir)
             os.environ["DRDPGAN_NOTEBOOK"] = nb.stem
             os.environ["DRDPGAN_FORCE"] = force_token
+            # static figures instead of widgets: nobody is there to move a slider, and a widget
+            # under Papermill once left notebook 05 waiting forever (seen here)
+            os.environ["DRDPGAN_HEADLESS"] = "1"
             executed = out_dir / nb.name
             t0 = time.perf_counter()
             failed = None

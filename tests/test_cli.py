@@ -75,10 +75,11 @@ def test_single_file_to_png_path_and_refusals(tmp_path, checkpoint, capsys):
 
 
 def test_detection_reports_a_photo_without_a_face(tmp_path, checkpoint, capsys):
-    """The MTCNN path (weights ship inside facenet-pytorch): a flat grey picture has no face."""
+    """The MTCNN path (weights ship inside facenet-pytorch): a flat grey picture has no face (and,
+    not being square, is not used whole as a crop)."""
     d = tmp_path / "in"
     d.mkdir()
-    Image.new("RGB", (160, 160), (128, 128, 128)).save(d / "grey.png")
+    Image.new("RGB", (200, 120), (128, 128, 128)).save(d / "grey.png")
     lfw = shared_data_dir() / "lfw" / "images"
     real = sorted(lfw.glob("*.jpg"))[:1] if lfw.is_dir() else []
     for p in real:

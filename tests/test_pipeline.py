@@ -55,7 +55,8 @@ def project(tmp_path):
             """
         ],
     )
-    make_notebook(nbs / "02_second.ipynb", 'profile = "smoke"\nboom = False', ["x = 1", "assert not boom, 'asked to fail'"])
+    make_notebook(nbs / "02_second.ipynb", 'profile = "smoke"\nboom = False', ["x = 1", "assert not boom, 'asked to fail'",
+                   "import os\nassert os.environ.get('DRDPGAN_HEADLESS') == '1', 'the runner must draw static figures'"])
     profiles = tmp_path / "profiles.yaml"
     profiles.write_text(
         textwrap.dedent(
@@ -113,7 +114,8 @@ def test_unknown_parameter_fails_before_running(project):
     assert not (project / "reports" / "typo").exists()
 
 
-def test_success_writes_metrics_timings_and_notebooks(project):
+def test_success_writes_metrics_timings_and_notebooks(project, monkeypatch):
+    monkeypatch.delenv("DRDPGAN_HEADLESS", raising=False)  # the runner itself makes the kernels headless
     runs = run(project, "smoke", html=True)
     assert [r.status for r in runs] == ["ok", "ok"]
     out = project / "reports" / "smoke"

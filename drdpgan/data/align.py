@@ -316,3 +316,26 @@ class FaceAligner:
                 for j, i in enumerate(chunk):
                     results[i] = self._finish(images[i], boxes[j], probs[j], points[j], det[i][1])
         return results
+
+
+def paste_back(photo: Image.Image, face: Image.Image, matrix: np.ndarray, feather: float = 0.12) -> Image.Image:
+    """Put an aligned ``face`` (size x size) back into ``photo`` where it was cut out.
+
+    ``matrix`` is the forward alignment matrix (photo pixel-index coords -> crop coords,
+    :func:`similarity_matrix`). The crop is warped back with bicubic sampling and blended through a
+    mask that is 1 inside the crop and falls to 0 over its outer ``feather`` fraction (a linear ramp
+    smoothed by the warp), so no seam shows where the crop ends.
+    """
+    size = face.size[0]
+    photo = photo.convert("RGB")
+    m = np.vstack([np.asarray(matrix, dtype=np.float64)[:2], [0, 0, 1.0]])
+    shift = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1.0]])
+    unshift = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1.0]])
+    coeffs = tuple(float(v) for v in (shift @ m @ unshift)[:2].reshape(-1))  # photo -> crop, continuous coords
+    warped = face.convert("RGB").transform(photo.size, Image.AFFINE, coeffs, resample=Image.BICUBIC)
+    idx = np.arange(size, dtype=np.float64)
+    edge = np.minimum(idx + 0.5, size - 0.5 - idx)  # distance to the nearest crop edge, per axis
+    ramp = np.clip(edge / max(feather * size, 1e-6), 0.0, 1.0)
+    mask = Image.fromarray(np.round(np.outer(ramp, ramp) * 255).astype(np.uint8), "L")
+    mask = mask.transform(photo.size, Image.AFFINE, coeffs, resample=Image.BILINEAR, fillcolor=0)
+    return Image.composite(warped, photo, mask)
