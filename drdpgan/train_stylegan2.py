@@ -108,6 +108,10 @@ class TrainConfig:
     metric_num: int = 256
     num_samples: int = 16
     truncation_psi_samples: float = 1.0
+    # "fp32" | "bf16": bf16 autocast of the synthesis network and D in the G and D steps (losses,
+    # mapping network, optimizer and EMA stay fp32; the lazy-R1 steps run D in fp32 because R1
+    # differentiates D's output with respect to its input). "fp32" is the reference setting.
+    precision: str = "fp32"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -420,6 +424,12 @@ def train_stylegan2(
     feat_fn = feature_fn if feature_fn is not None else pixel_features
     feat_name = getattr(feature_fn, "__name__", type(feature_fn).__name__) if feature_fn is not None else "pixel8"
 
+    if tcfg.precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got {tcfg.precision!r}")
+
+    def autocast(enabled: bool = True):
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled and tcfg.precision == "bf16")
+
     # ---- build everything from the seed; the caller's global RNG is left untouched (fork_rng)
     # and training itself draws only from explicit generators.
     with torch.random.fork_rng(devices=[]):
@@ -522,8 +532,9 @@ def train_stylegan2(
         _requires_grad(G, True)
         _requires_grad(D, False)
         ws = _gen_ws(G, B, z_gen, tcfg.style_mixing_prob, update_w_avg=True)
-        fake = G.synthesis(ws, noise_mode="random", generator=z_gen)
-        loss_G = g_nonsaturating_loss(D(fake))
+        with autocast():
+            fake_logits = D(G.synthesis(ws, noise_mode="random", generator=z_gen))
+        loss_G = g_nonsaturating_loss(fake_logits.float())
         opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
         opt_G.step()
@@ -533,11 +544,13 @@ def train_stylegan2(
         _requires_grad(D, True)
         with torch.no_grad():
             ws = _gen_ws(G, B, z_gen, tcfg.style_mixing_prob, update_w_avg=False)
-            fake = G.synthesis(ws, noise_mode="random", generator=z_gen)
+            with autocast():
+                fake = G.synthesis(ws, noise_mode="random", generator=z_gen).float()
         do_r1 = tcfg.r1_every > 0 and gamma > 0 and step % tcfg.r1_every == 0
         reals_in = reals.detach().requires_grad_(do_r1)
-        real_logits = D(reals_in)
-        fake_logits = D(fake)
+        with autocast(enabled=not do_r1):
+            real_logits = D(reals_in).float()
+            fake_logits = D(fake).float()
         loss_D = d_logistic_loss(real_logits, fake_logits)
         total_D = loss_D
         if do_r1:

@@ -251,12 +251,28 @@ def test_frechet_distance():
 # --------------------------------------------------------------------------- trainer
 
 
-def _tiny_run(out, steps):
+def _tiny_run(out, steps, precision="fp32"):
     ds = ToyCircles(64, 32, seed=0)
     gcfg = tiny_cfg(32)
     tcfg = TrainConfig(steps=steps, batch_size=4, r1_every=2, checkpoint_every=3, sample_every=3,
-                       metric_every=3, metric_num=16, num_samples=4, log_every=1, seed=7)
+                       metric_every=3, metric_num=16, num_samples=4, log_every=1, seed=7, precision=precision)
     return train_stylegan2(ds, gcfg, tcfg, out, progress=False)
+
+
+def test_bf16_autocast_trains_resumes_and_differs_from_fp32(tmp_path):
+    """bf16 autocast: finite losses, exact resume, fp32 weights (only the compute is bf16), and
+    numbers that differ from the fp32 run (the switch really changes the arithmetic)."""
+    G_a, m_a = _tiny_run(tmp_path / "a", 4, "bf16")
+    _tiny_run(tmp_path / "b", 2, "bf16")
+    G_b, m_b = _tiny_run(tmp_path / "b", 4, "bf16")
+    assert all(torch.equal(G_a.state_dict()[k], G_b.state_dict()[k]) for k in G_a.state_dict())
+    assert all(v.dtype == torch.float32 for v in G_a.state_dict().values() if v.is_floating_point())
+    _, m_f = _tiny_run(tmp_path / "f", 4, "fp32")
+    assert math.isfinite(m_a["loss_G"]) and m_a["loss_G"] != m_f["loss_G"]
+    with pytest.raises(ValueError, match=r"differs in \['precision'\]"):  # a bf16 run is not resumed as fp32
+        _tiny_run(tmp_path / "a", 6, "fp32")
+    with pytest.raises(ValueError, match="precision must be"):
+        _tiny_run(tmp_path / "x", 2, "fp16")
 
 
 def _read_csv(p):
