@@ -1,5 +1,6 @@
 """Micro-benchmarks. ``python -m drdpgan.bench render --sizes 32 64 128``;
-``python -m drdpgan.bench drdpgan --profile cpu`` writes ``reports/<profile>/bench.json``.
+``python -m drdpgan.bench drdpgan --profile cpu`` writes ``reports/<profile>/bench.json``;
+``python -m drdpgan.bench stylegan2-train`` times a StyleGAN2 training step in fp32 and bf16.
 
 Rendering speed of the synthetic face world (images per second, batched, CPU). The number
 depends on how busy the machine is: on a shared box other processes inflate every torch op;
@@ -119,6 +120,28 @@ def benchmark_generator(resolution: int, w_dim: int, channel_max: int, batch_siz
     return 1000.0 * best / batch_size
 
 
+def benchmark_stylegan2_train(precision: str = "fp32", resolution: int = 64, width: int = 128, batch_size: int = 16,
+                              steps: int = 16) -> float:
+    """Wall seconds per StyleGAN2 training step (G step, D step, one lazy R1 step per 16, EMA) under
+    ``precision`` ("fp32" | "bf16"), measured over ``steps`` steps after ``steps + 1`` warm-up steps,
+    with the trainer itself on a toy dataset (speed does not depend on the images)."""
+    import csv
+    import tempfile
+    from pathlib import Path
+
+    from .models.stylegan2 import StyleGAN2Config
+    from .train_stylegan2 import ToyCircles, TrainConfig, train_stylegan2
+
+    gcfg = StyleGAN2Config(resolution=resolution, z_dim=width, w_dim=width, channel_max=width)
+    tcfg = TrainConfig(steps=2 * steps + 1, batch_size=batch_size, log_every=steps, sample_every=0,
+                       checkpoint_every=0, metric_every=-1, seed=0, precision=precision)
+    with tempfile.TemporaryDirectory() as out:
+        train_stylegan2(ToyCircles(max(64, 4 * batch_size), resolution, seed=0), gcfg, tcfg, out, progress=False)
+        with open(Path(out) / "losses.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+    return float(rows[1]["sec_per_step"])
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m drdpgan.bench")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -134,6 +157,13 @@ def main(argv=None) -> None:
     g.add_argument("--sizes", type=int, nargs="+", default=[64, 256])
     g.add_argument("--widths", type=int, nargs="+", default=[128, 512], help="w_dim = channel_max values")
     g.add_argument("--threads", type=int, default=1)
+    t = sub.add_parser("stylegan2-train", help="StyleGAN2 training step, fp32 vs bf16 autocast")
+    t.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    t.add_argument("--size", type=int, default=64)
+    t.add_argument("--width", type=int, default=128, help="w_dim = channel_max (the cpu profile's 128)")
+    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--steps", type=int, default=16, help="timed steps (after as many warm-up steps)")
+    t.add_argument("--threads", type=int, default=None)
     d = sub.add_parser("drdpgan", help="anonymize/recover throughput, training speed, peak memory -> bench.json")
     d.add_argument("--profile", default="cpu")
     d.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
@@ -149,6 +179,14 @@ def main(argv=None) -> None:
                 ms = benchmark_generator(size, w, w)
                 print(f"StyleGAN2 {size} px, w_dim = channel_max = {w}: {ms:.1f} CPU-ms per image "
                       f"(batch 8, {args.threads} thread(s))")
+        return
+    if args.cmd == "stylegan2-train":
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        for prec in args.precisions:
+            sec = benchmark_stylegan2_train(prec, args.size, args.width, args.batch_size, args.steps)
+            print(f"StyleGAN2 training step, {args.size} px, width {args.width}, batch {args.batch_size}, {prec}, "
+                  f"{torch.get_num_threads()} thread(s): {sec:.3f} s/step ({args.batch_size / sec:.1f} images/s)")
         return
     if args.cmd == "drdpgan":
         import json

@@ -118,3 +118,10 @@ def test_artifacts_env_moves_cache_and_notebook_run_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("DRDPGAN_ARTIFACTS", str(tmp_path / "cache"))
     assert artifacts_dir("smoke") == (tmp_path / "cache" / "smoke").resolve()
     assert run_dir("smoke") == (tmp_path / "cache" / "smoke" / "notebook_runs").resolve()
+
+
+def test_stylegan2_train_benchmark_times_both_precisions():
+    from drdpgan.bench import benchmark_stylegan2_train
+
+    for prec in ("fp32", "bf16"):
+        assert 0 < benchmark_stylegan2_train(prec, resolution=16, width=16, batch_size=4, steps=2) < 60
