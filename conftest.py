@@ -13,7 +13,6 @@ pass. Set ``DRDPGAN_ARTIFACTS`` yourself to reuse a cache across sessions.
 import os
 import shutil
 import tempfile
-import time
 
 from drdpgan.notebook_tools import NOTEBOOK_THREADS
 
@@ -25,8 +24,9 @@ _OWN_CACHE = None
 if not os.environ.get("DRDPGAN_ARTIFACTS"):
     _OWN_CACHE = tempfile.mkdtemp(prefix="drdpgan-test-artifacts-")
     os.environ["DRDPGAN_ARTIFACTS"] = _OWN_CACHE  # inherited by the kernels nbval starts
-    # tests/test_notebook_metrics.py reads what nbval's kernels recorded in this session's cache
-    os.environ["DRDPGAN_TEST_SESSION"] = f"{_OWN_CACHE}|{time.time()}"
+    # tests/test_notebook_metrics.py reads what nbval's kernels recorded in this session's cache:
+    # the cache is new, so everything in it was written in this session
+    os.environ["DRDPGAN_TEST_SESSION_CACHE"] = _OWN_CACHE
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -48,20 +48,19 @@ import json
 import signal
 import sys
 import traceback
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .data.datasets import float_to_uint8, uint8_to_float
 from .data.photos import PhotoError, read_photo
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".gif"}
 DEFAULT_PROFILE = "lfw"
 #: Aspect ratios (width / height) of an image used whole as an aligned crop when no face is detected.
 WHOLE_IMAGE_ASPECT = (0.8, 1.25)
-
-InputError = PhotoError  # one input that cannot be processed (the message names the file and the problem)
 
 
 class UsageError(Exception):
@@ -94,9 +93,7 @@ def output_names(files: list[Path], in_root: Path, out: Path, suffix: str) -> di
     (``face.jpg``, ``face.png``) keep their extension in the name (``face_jpg<suffix>.png``)."""
     if in_root.is_file() and out.suffix.lower() == ".png":
         return {files[0]: out}
-    stems: dict[str, int] = {}
-    for f in files:
-        stems[f.stem] = stems.get(f.stem, 0) + 1
+    stems = Counter(f.stem for f in files)
     names = {}
     for f in files:
         stem = f.stem if stems[f.stem] == 1 else f"{f.stem}_{f.suffix.lstrip('.').lower() or 'noext'}"
@@ -110,24 +107,20 @@ def to_tensor(img, size: int) -> torch.Tensor:
 
     if img.size != (size, size):
         img = img.resize((size, size), Image.BICUBIC)
-    a = np.asarray(img, np.float32) / 127.5 - 1.0
-    return torch.from_numpy(a).permute(2, 0, 1)[None].contiguous()
+    return uint8_to_float(torch.from_numpy(np.asarray(img, np.uint8)).permute(2, 0, 1)[None].contiguous())
 
 
 def to_image(x: torch.Tensor):
     """(3, H, W) in [-1, 1] -> an 8-bit PIL RGB image."""
     from PIL import Image
 
-    a = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    return Image.fromarray(a)
+    return Image.fromarray(float_to_uint8(x.detach().float()).permute(1, 2, 0).numpy())
 
 
 def save_png(img, path: Path) -> Path:
-    """A PIL image (or a (3, H, W) tensor in [-1, 1]) -> a PNG at ``path``, written atomically."""
+    """A PIL image -> a PNG at ``path``, written atomically."""
     from .repro import atomic_path
 
-    if isinstance(img, torch.Tensor):
-        img = to_image(img)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         img.save(tmp, format="PNG")
@@ -185,7 +178,7 @@ def _run(files: list[Path], outputs: dict[Path, Path], handle, overwrite: bool, 
     return results
 
 
-def _find_face(aligner, img, f: Path, R: int):
+def _find_face(aligner, img, f: Path):
     """The aligned face of ``img`` and notes; the whole image when no face is found and it is nearly
     square; :class:`PhotoError` otherwise."""
     try:
@@ -216,7 +209,7 @@ def anonymize_files(model, src: Path, out: Path, seed: int = 0, aligned: bool = 
         photo, notes = read_photo(f)
         img, info = photo, None
         if aligner is not None:
-            img, info, more = _find_face(aligner, photo, f, R)
+            img, info, more = _find_face(aligner, photo, f)
             notes += more
         with torch.no_grad():
             a = model.anonymize(to_tensor(img, R), seed=seed)
@@ -244,7 +237,7 @@ def recover_files(model, src: Path, out: Path, overwrite: bool = False, debug: b
                              f"{R}x{R} (recover reads the <name>_anon.png files that anonymize wrote, unchanged)")
         with torch.no_grad():
             r = model.recover(to_tensor(img, R))
-        save_png(r["images"][0], dst)
+        save_png(to_image(r["images"][0]), dst)
         return notes
 
     return _run(files, outputs, handle, overwrite, debug, "recover")

@@ -7,9 +7,12 @@ run's ``metrics.json``, a reference value, an absolute tolerance, the spread mea
 machine settings and a one-line reason; keys that cannot be compared (timings, values that are
 pinned at chance at the smoke budget) are listed with the reason they are excluded.
 
-    python -m drdpgan.metric_reference run OUT_DIR [--env NAME=VALUE ...]   # one smoke run, fresh cache
+    python -m drdpgan.metric_reference run OUT_DIR                          # one smoke run, fresh cache
     python -m drdpgan.metric_reference spread RUN_DIR [RUN_DIR ...]         # per-key spread table
-    python -m drdpgan.metric_reference build RUN_DIR [RUN_DIR ...]          # rewrite the reference file
+    python -m drdpgan.metric_reference build RUN_DIR [RUN_DIR ...] --settings S [S ...]  # rewrite the reference
+
+The settings (thread count, kernel ISA) are whatever the environment of ``run`` says:
+``OMP_NUM_THREADS``, ``ATEN_CPU_CAPABILITY``, ``ONEDNN_MAX_CPU_ISA``.
 
 ``run`` executes the smoke notebooks through the pipeline runner into ``OUT_DIR/reports`` with a
 fresh artifact cache in ``OUT_DIR/artifacts``, so every number is trained under the current
@@ -21,14 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from .repro import project_root
+from .repro import project_root, temporary_environ
 
 REFERENCE_FILE = project_root() / "tests" / "smoke_metrics_reference.json"
 
@@ -96,13 +98,13 @@ CHANCE: dict[str, float] = {
 }
 
 
-def untrained_values(key: str, path: Path = UNTRAINED_FILE) -> dict[str, float]:
-    """``{source: value}``: chance and the untrained-network runs of ``path`` that apply to ``key``."""
+def untrained_values(key: str, untrained_runs: Mapping[str, Mapping]) -> dict[str, float]:
+    """``{source: value}``: chance and the untrained-network runs (the parsed :data:`UNTRAINED_FILE`)
+    that apply to ``key``."""
     out = {"chance": CHANCE[key]} if key in CHANCE else {}
-    if Path(path).is_file():
-        for name, run in json.loads(Path(path).read_text()).items():
-            if any(key.startswith(p) for p in run["applies_to"]) and key in run["metrics"]:
-                out[name] = float(run["metrics"][key])
+    for name, run in untrained_runs.items():
+        if any(key.startswith(p) for p in run["applies_to"]) and key in run["metrics"]:
+            out[name] = float(run["metrics"][key])
     return out
 
 
@@ -134,23 +136,13 @@ def load_reference(path: Path = REFERENCE_FILE) -> tuple[dict[str, Tolerance], d
 def run_smoke(out_dir: Path, progress: bool = False) -> dict[str, float]:
     """Run the smoke notebooks with a fresh artifact cache under ``out_dir``; return the merged metrics.
 
-    Headless like nbval; the torch thread count and kernel ISA are whatever the environment says
-    (``OMP_NUM_THREADS``, ``ATEN_CPU_CAPABILITY``, ``ONEDNN_MAX_CPU_ISA``)."""
+    The torch thread count and kernel ISA are whatever the environment says (``OMP_NUM_THREADS``,
+    ``ATEN_CPU_CAPABILITY``, ``ONEDNN_MAX_CPU_ISA``)."""
     from .pipeline import run_pipeline
 
     out_dir = Path(out_dir)
-    saved = {k: os.environ.get(k) for k in ("DRDPGAN_ARTIFACTS", "DRDPGAN_HEADLESS", "MPLBACKEND")}
-    os.environ["DRDPGAN_ARTIFACTS"] = str(out_dir / "artifacts")
-    os.environ["DRDPGAN_HEADLESS"] = "1"
-    os.environ.setdefault("MPLBACKEND", "Agg")
-    try:
+    with temporary_environ(DRDPGAN_ARTIFACTS=str(out_dir / "artifacts")):
         run_pipeline("smoke", out_root=out_dir / "reports", html=False, progress=progress)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     return json.loads((out_dir / "reports" / "smoke" / "metrics.json").read_text())
 
 
@@ -182,7 +174,8 @@ def spread_table(run_dirs: list[Path]) -> list[dict]:
     return rows
 
 
-def build_reference(run_dirs: list[Path], settings: list[str], path: Path = REFERENCE_FILE) -> dict:
+def build_reference(run_dirs: list[Path], settings: list[str], path: Path = REFERENCE_FILE,
+                    untrained_file: Path = UNTRAINED_FILE) -> dict:
     """Write the reference file from smoke runs made under different settings.
 
     value: the midpoint of the measured range; abs_tol: :data:`SPREAD_FACTOR` times the range,
@@ -193,6 +186,7 @@ def build_reference(run_dirs: list[Path], settings: list[str], path: Path = REFE
     from .results import documented_key
 
     rows = spread_table(run_dirs)
+    untrained_runs = json.loads(Path(untrained_file).read_text())
     excluded = {}
     compared = {}
     for r in rows:
@@ -215,7 +209,7 @@ def build_reference(run_dirs: list[Path], settings: list[str], path: Path = REFE
             floor = 1e-6 * max(1.0, abs(mid))
             tol = max(SPREAD_FACTOR * spread, floor)
             why = f"{SPREAD_FACTOR:g} x measured spread" if tol > floor else "did not move across the settings: 1e-6 relative"
-        untrained = untrained_values(key) if key not in CONFIG_KEYS else {}
+        untrained = untrained_values(key, untrained_runs) if key not in CONFIG_KEYS else {}
         reached = {k: v for k, v in untrained.items() if abs(mid - v) <= tol}
         if reached:
             excluded[key] = (f"too variable at the smoke budget to tell trained from untrained: measured "

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .config import DEFAULT_PROFILE, PROFILES_FILE, Profile, ProfileError, get_profile
-from .repro import atomic_path, atomic_write_text, project_root
+from .repro import atomic_path, atomic_write_text, project_root, temporary_environ
 from .results import merge_metrics
 
 KERNEL_NAME = "drdpgan"
@@ -238,57 +238,49 @@ def run_pipeline(
 
     runs: list[NotebookRun] = []
     force_token = f"run-{time.time_ns()}" if force else "0"  # one rebuild per artifact per run
-    env_before = {k: os.environ.get(k) for k in ("DRDPGAN_RUN_DIR", "DRDPGAN_NOTEBOOK", "DRDPGAN_FORCE",
-                                                  "DRDPGAN_HEADLESS")}
     bar = tqdm(nbs, desc=f"profile {profile.name}", unit="nb", disable=not progress, file=sys.stdout)
-    try:
-        for nb in bar:
-            bar.set_postfix_str(nb.stem)
-            os.environ["DRDPGAN_RUN_DIR"] = str(out_dir)
-            os.environ["DRDPGAN_NOTEBOOK"] = nb.stem
-            os.environ["DRDPGAN_FORCE"] = force_token
-            # static figures instead of widgets: nobody is there to move a slider, and a widget
-            # under Papermill once left notebook 05 waiting forever (seen here)
-            os.environ["DRDPGAN_HEADLESS"] = "1"
-            executed = out_dir / nb.name
-            t0 = time.perf_counter()
-            failed = None
-            with atomic_path(executed) as tmp:
-                try:
-                    pm.execute_notebook(
-                        str(nb),
-                        str(tmp),
-                        parameters=params[nb],
-                        kernel_name=kernel_name,
-                        cwd=str(nb_dir),
-                        progress_bar=False,
-                        log_output=False,
+    # static figures instead of widgets: nobody is there to move a slider, and a widget under
+    # Papermill once left notebook 05 waiting forever (seen here)
+    with temporary_environ(DRDPGAN_RUN_DIR=str(out_dir), DRDPGAN_FORCE=force_token, DRDPGAN_HEADLESS="1",
+                           DRDPGAN_NOTEBOOK=""):
+        try:
+            for nb in bar:
+                bar.set_postfix_str(nb.stem)
+                os.environ["DRDPGAN_NOTEBOOK"] = nb.stem
+                executed = out_dir / nb.name
+                t0 = time.perf_counter()
+                failed = None
+                with atomic_path(executed) as tmp:
+                    try:
+                        pm.execute_notebook(
+                            str(nb),
+                            str(tmp),
+                            parameters=params[nb],
+                            kernel_name=kernel_name,
+                            cwd=str(nb_dir),
+                            progress_bar=False,
+                            log_output=False,
+                        )
+                    except pm.PapermillExecutionError as e:
+                        # Keep the executed notebook (with its traceback) for the reader.
+                        failed = e
+                    _relative_papermill_paths(tmp, nb, executed)
+                seconds = time.perf_counter() - t0
+                runs.append(NotebookRun(nb.stem, seconds, "failed" if failed else "ok"))
+                if html:
+                    _export_html(executed, out_dir / (nb.stem + ".html"))
+                if failed is not None:
+                    cell = _source_cell_index(failed, injected=bool(params[nb]))
+                    raise PipelineError(
+                        f"notebook {nb.name} failed in cell {cell} (execution count {failed.exec_count}): "
+                        f"{failed.ename}: {failed.evalue}\n  executed notebook with the traceback: {executed}"
                     )
-                except pm.PapermillExecutionError as e:
-                    # Keep the executed notebook (with its traceback) for the reader.
-                    failed = e
-                _relative_papermill_paths(tmp, nb, executed)
-            seconds = time.perf_counter() - t0
-            runs.append(NotebookRun(nb.stem, seconds, "failed" if failed else "ok"))
-            if html:
-                _export_html(executed, out_dir / (nb.stem + ".html"))
-            if failed is not None:
-                cell = _source_cell_index(failed, injected=bool(params[nb]))
-                raise PipelineError(
-                    f"notebook {nb.name} failed in cell {cell} (execution count {failed.exec_count}): "
-                    f"{failed.ename}: {failed.evalue}\n  executed notebook with the traceback: {executed}"
-                )
-            tqdm.write(f"  {nb.stem}: {seconds:.1f} s")
-    finally:
-        bar.close()
-        for k, v in env_before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        if runs:
-            _write_timings(out_dir / "timings.csv", runs)
-        merge_metrics(out_dir)
+                tqdm.write(f"  {nb.stem}: {seconds:.1f} s")
+        finally:
+            bar.close()
+            if runs:
+                _write_timings(out_dir / "timings.csv", runs)
+            merge_metrics(out_dir)
     return runs
 
 

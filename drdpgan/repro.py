@@ -41,6 +41,21 @@ def project_root() -> Path:
     return Path.cwd().resolve()
 
 
+@contextlib.contextmanager
+def temporary_environ(**values: str) -> Iterator[None]:
+    """Set environment variables (inherited by kernels and subprocesses) for the block, then restore them."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def artifacts_root() -> Path:
     """``artifacts/``: the ignored cache of generated data and trained networks.
 

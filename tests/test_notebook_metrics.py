@@ -6,10 +6,10 @@ first, in the session's fresh artifact cache: see the root ``conftest.py``); whe
 not execute every notebook (this file run alone, as CI does a second time under other kernels), it
 runs the smoke notebooks itself through the pipeline runner with a fresh cache. Either way every
 network is trained under this process's settings (thread count, kernel ISA), and each reference key
-is compared within its tolerance. Each tolerance is a few times the
-spread measured across machine settings (default, ``OMP_NUM_THREADS=1``,
-``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``) and is recorded with that spread and a
-reason; ``drdpgan.metric_reference`` rebuilds the spread table.
+is compared within its tolerance. Each tolerance is SPREAD_FACTOR times the spread measured across
+four machine settings (1 or 2 threads, AVX-512 or ``ATEN_CPU_CAPABILITY=avx2
+ONEDNN_MAX_CPU_ISA=AVX2`` kernels) and is recorded with that spread and a reason;
+``python -m drdpgan.metric_reference`` rebuilds the reference.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pytest
 
 from drdpgan.metric_reference import FRACTION_RESOLUTION, SPREAD_FACTOR, compare, load_reference, run_smoke
 from drdpgan.pipeline import list_notebooks
-from drdpgan.results import documented_key, run_dir
+from drdpgan.results import documented_key, merge_metrics, run_dir
 
 COMPARED, EXCLUDED = load_reference()
 
@@ -33,19 +33,15 @@ def _recording_notebooks() -> list[str]:
 
 
 def _metrics_of_this_session() -> dict | None:
-    """The metrics nbval's kernels recorded in this session, when every recording notebook ran."""
-    session = os.environ.get("DRDPGAN_TEST_SESSION", "")  # "<cache>|<start time>", set by the root conftest.py
-    cache, _, start = session.rpartition("|")
+    """The metrics nbval's kernels recorded in this session's new cache (root ``conftest.py``), when
+    every recording notebook ran."""
+    cache = os.environ.get("DRDPGAN_TEST_SESSION_CACHE")
     if not cache or os.environ.get("DRDPGAN_ARTIFACTS") != cache:
         return None
-    folder = run_dir("smoke") / "metrics"
-    merged = {}
-    for stem in _recording_notebooks():
-        f = folder / f"{stem}.json"
-        if not f.is_file() or f.stat().st_mtime < float(start):
-            return None
-        merged.update(json.loads(f.read_text()))
-    return merged
+    folder = run_dir("smoke")
+    if not all((folder / "metrics" / f"{stem}.json").is_file() for stem in _recording_notebooks()):
+        return None
+    return merge_metrics(folder)
 
 
 @pytest.fixture(scope="module")

@@ -134,6 +134,15 @@ def _reflect_pad(img: Image.Image, m: np.ndarray, size: int) -> tuple[Image.Imag
     return Image.fromarray(a), np.vstack([m[:2], [0, 0, 1.0]]) @ shift
 
 
+_SHIFT = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1.0]])  # pixel index -> continuous coords
+_UNSHIFT = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1.0]])
+
+
+def _continuous(m: np.ndarray) -> np.ndarray:
+    """A 3x3 map between pixel-index coordinates as the same map between PIL's continuous ones."""
+    return _SHIFT @ m @ _UNSHIFT
+
+
 def warp_affine(
     img: Image.Image,
     matrix: np.ndarray,
@@ -164,10 +173,7 @@ def warp_affine(
     up = np.array([[ss, 0, 0.5 * ss - 0.5], [0, ss, 0.5 * ss - 0.5], [0, 0, 1.0]])
     fwd = up @ np.vstack([m[:2], [0, 0, 1]])
     # PIL samples input at A @ (x_out + 0.5) in continuous coords; convert index <-> continuous.
-    shift = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1.0]])
-    unshift = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1.0]])
-    fwd_c = shift @ fwd @ unshift
-    inv = np.linalg.inv(fwd_c)
+    inv = np.linalg.inv(_continuous(fwd))
     coeffs = tuple(float(v) for v in inv[:2].reshape(-1))
     out = img.transform((big, big), Image.AFFINE, coeffs, resample=Image.BICUBIC, fillcolor=fill)
     if ss > 1:
@@ -329,9 +335,7 @@ def paste_back(photo: Image.Image, face: Image.Image, matrix: np.ndarray, feathe
     size = face.size[0]
     photo = photo.convert("RGB")
     m = np.vstack([np.asarray(matrix, dtype=np.float64)[:2], [0, 0, 1.0]])
-    shift = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1.0]])
-    unshift = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1.0]])
-    coeffs = tuple(float(v) for v in (shift @ m @ unshift)[:2].reshape(-1))  # photo -> crop, continuous coords
+    coeffs = tuple(float(v) for v in _continuous(m)[:2].reshape(-1))  # photo -> crop, what PIL samples
     warped = face.convert("RGB").transform(photo.size, Image.AFFINE, coeffs, resample=Image.BICUBIC)
     idx = np.arange(size, dtype=np.float64)
     edge = np.minimum(idx + 0.5, size - 0.5 - idx)  # distance to the nearest crop edge, per axis
