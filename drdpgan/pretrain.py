@@ -7,6 +7,7 @@ most ``checkpoint_every`` steps; the resumed run is bit-identical to an uninterr
 same machine and thread count, see :mod:`drdpgan.train_stylegan2`)::
 
     python -m drdpgan.pretrain stylegan2 --profile cpu [--steps N] [--threads 1]
+    python -m drdpgan.pretrain identity|evaluator|prior3d --profile cpu [--threads 1]
     python -m drdpgan.pretrain status --profile cpu
 
 ``steps`` is the total to reach; raising it later continues the same run (the recipe below
@@ -34,7 +35,8 @@ from typing import Any
 
 from .repro import artifacts_root, project_root
 
-__all__ = ["STYLEGAN2_RECIPES", "work_dir", "record_provenance", "pretrain_stylegan2", "main"]
+__all__ = ["STYLEGAN2_RECIPES", "PRIOR_RECIPES", "work_dir", "record_provenance", "pretrain_stylegan2",
+           "pretraining_faces", "pretrain_prior", "main"]
 
 
 def _stylegan2_recipes() -> dict[str, Any]:
@@ -53,6 +55,32 @@ def _stylegan2_recipes() -> dict[str, Any]:
 
 
 STYLEGAN2_RECIPES = _stylegan2_recipes()
+
+# Extra synthetic identities for the priors' pretraining: world identities from
+# EXTRA_IDENTITY_START on, far beyond every evaluation range the notebooks use (held-out identities
+# n_identities .. n_identities + n_heldout, and notebook 05's unseen identities after them). More
+# identities is the known lever for verification on unseen people (ArcFace trains on 85k).
+EXTRA_IDENTITY_START = 100_000
+
+
+def _prior_recipes() -> dict[str, dict[str, Any]]:
+    from .train_priors import FaceNetTrainConfig, IdentityTrainConfig, Prior3DTrainConfig
+
+    cpu = {
+        # identities 0..n_identities-1 of the profile plus extra_identities more, 20 faces each
+        "extra_identities": 2400,
+        "samples_per_identity": 20,
+        "identity": IdentityTrainConfig(seed=0, epochs=12, batch_size=128, lr=0.1, margin_warmup_steps=500,
+                                        checkpoint_every=100),
+        "evaluator": FaceNetTrainConfig(seed=101, epochs=4, batch_size=64, lr=1e-3, warmup_steps=100,
+                                        checkpoint_every=100),
+        "prior3d": Prior3DTrainConfig(seed=2, epochs=20, batch_size=128, lr=2e-3, warmup_steps=100,
+                                      checkpoint_every=100),
+    }
+    return {"cpu": cpu}
+
+
+PRIOR_RECIPES = _prior_recipes()
 
 
 def work_dir(profile: str, network: str) -> Path:
@@ -115,6 +143,84 @@ def pretrain_stylegan2(profile: str, steps: int | None = None, progress: bool = 
     return train_stylegan2(data["train"], gcfg, tcfg, out, progress=progress)
 
 
+def pretraining_faces(profile: str, progress: bool = True):
+    """The synthetic faces the cpu priors pretrain on: the profile's training identities plus
+    ``extra_identities`` from :data:`EXTRA_IDENTITY_START` (``samples_per_identity`` each), with the
+    profile's held-out identities for evaluation. Cached in ``artifacts/pretrain/<profile>/data``."""
+    from . import stages
+    from .data.datasets import SyntheticFaceDataset
+
+    r = PRIOR_RECIPES[profile]
+    p01 = stages.notebook_params("01_data", profile)
+    if p01["dataset"] != "synthetic":
+        raise ValueError(f"pretraining_faces renders the synthetic world; profile {profile!r} uses {p01['dataset']!r}")
+    ids = list(range(int(p01["n_identities"]))) + list(
+        range(EXTRA_IDENTITY_START, EXTRA_IDENTITY_START + int(r["extra_identities"])))
+    train = SyntheticFaceDataset(stages.world_config(p01), ids, int(r["samples_per_identity"]),
+                                 cache_dir=work_dir(profile, "data"), progress=progress)
+    return {"train": train, "heldout": stages.synthetic_data(p01, progress)["heldout"],
+            "profile_train": stages.synthetic_data(p01, progress)["train"], "p01": p01}
+
+
+def pretrain_prior(network: str, profile: str, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) one prior network of ``profile`` (``identity``, ``evaluator`` or ``prior3d``)
+    with its recipe on :func:`pretraining_faces`, measure it as the notebooks do, and save
+    ``<work>/<network>.pt`` (the package's checkpoint format) with the metrics."""
+    import numpy as np
+
+    from . import stages
+    from .checkpoints import save_checkpoint
+    from .data.datasets import LabeledSubset
+    from .models.facenet import FaceNetConfig
+    from .models.identity import IdentityEncoderConfig
+    from .models.prior3d import Prior3DConfig, r2_per_coefficient
+    from .train_priors import train_facenet, train_identity_encoder, train_prior3d
+
+    if profile not in PRIOR_RECIPES:
+        raise ValueError(f"no prior pretraining recipe for profile {profile!r}; known: {sorted(PRIOR_RECIPES)}")
+    r = PRIOR_RECIPES[profile]
+    out = work_dir(profile, network)
+    data = pretraining_faces(profile, progress)
+    p02 = stages.notebook_params("02_identity_encoder", profile)
+    p03 = stages.notebook_params("03_prior3d", profile)
+    state = out / "state"
+    record_provenance(out, {"network": network, "profile": profile, "resumed": (state / "train_state.pt").is_file(),
+                            "n_train": len(data["train"])})
+    t0 = time.time()
+    seed = int(p02["seed"])
+    if network == "identity":
+        cfg = IdentityEncoderConfig(widths=tuple(p02["id_widths"]), layers=tuple(p02["id_layers"]))
+        model, hist = train_identity_encoder(data["train"], cfg, r["identity"], out_dir=state, progress=progress)
+        rep = stages.verification_report(model, data["profile_train"], data["heldout"], int(p02["verif_pairs"]), seed)
+        metrics = {"identity.verif_acc": rep["acc"], "identity.roc_auc": rep["auc"]}
+    elif network == "evaluator":
+        cfg = FaceNetConfig(input_size=int(p02["eval_input_size"]), repeats=tuple(p02["eval_repeats"]))
+        train = data["train"]
+        # the evaluator's own split of the training identities (as notebook 02), another seed
+        rng = np.random.default_rng(seed + 202)
+        keep = rng.permutation(train.n_identities)[: int(round(train.n_identities * float(p02["eval_identity_fraction"])))]
+        subset = LabeledSubset(train, np.flatnonzero(np.isin(train.labels, keep)), relabel=True)
+        model, hist = train_facenet(subset, cfg, r["evaluator"], out_dir=state, progress=progress)
+        rep = stages.verification_report(model, data["profile_train"], data["heldout"], int(p02["verif_pairs"]), seed)
+        metrics = {"evaluator.verif_acc": rep["acc"], "evaluator.roc_auc": rep["auc"]}
+    elif network == "prior3d":
+        cfg = Prior3DConfig(working_size=int(p03["working_size"]))
+        model, hist = train_prior3d(data["train"], cfg, r["prior3d"], out_dir=state, progress=progress)
+        r2 = r2_per_coefficient(model, data["heldout"])
+        metrics = {"prior3d.r2_expression": r2["expression_mean"], "prior3d.r2_pose": r2["pose_mean"],
+                   "prior3d.r2_expression_each": r2["expression"], "prior3d.r2_pose_each": r2["pose"]}
+    else:
+        raise ValueError(f"unknown prior {network!r}; expected identity, evaluator or prior3d")
+    metrics.update({"steps": hist["steps"], "images_seen": hist["steps"] * getattr(r[network], "batch_size"),
+                    "train_seconds": hist["time_s"], "n_train": len(data["train"]),
+                    "n_train_identities": int(data["train"].n_identities)})
+    save_checkpoint(out / f"{network}.pt", model, metrics=metrics)
+    from .repro import atomic_write_json
+
+    atomic_write_json(out / "final_metrics.json", {**metrics, "wall_seconds_this_call": time.time() - t0})
+    return metrics
+
+
 def status(profile: str) -> dict[str, Any]:
     """What each pretraining folder of ``profile`` holds: latest step and the last logged rows."""
     root = artifacts_root() / "pretrain" / profile
@@ -133,7 +239,7 @@ def status(profile: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m drdpgan.pretrain", description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=["stylegan2", "status"])
+    ap.add_argument("what", choices=["stylegan2", "identity", "evaluator", "prior3d", "status"])
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--steps", type=int, default=None, help="total steps to reach (default: the recipe's)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -149,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.what == "stylegan2":
         _, metrics = pretrain_stylegan2(a.profile, a.steps, progress=not a.quiet)
         print(json.dumps(metrics, indent=1))
+    else:
+        print(json.dumps(pretrain_prior(a.what, a.profile, progress=not a.quiet), indent=1, default=float))
     return 0
 
 

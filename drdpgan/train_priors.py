@@ -56,7 +56,7 @@ from .models.prior3d import (
     r2_per_coefficient,
 )
 from .checkpoints import CheckpointError, load_model, save_checkpoint
-from .repro import atomic_write_json, make_generator, seed_everything
+from .repro import atomic_torch_save, atomic_write_json, make_generator, seed_everything
 
 __all__ = [
     "IdentityTrainConfig",
@@ -114,6 +114,7 @@ class IdentityTrainConfig:
     shift: int = 2
     channels_last: bool = True
     grad_clip: float | None = 5.0
+    checkpoint_every: int = 0  # steps between resumable states in out_dir (0: none)
     num_threads: int | None = None  # torch CPU threads during training (None: leave as is)
 
 
@@ -139,6 +140,7 @@ class FaceNetTrainConfig:
     shift: int = 2
     channels_last: bool = True
     grad_clip: float | None = 5.0
+    checkpoint_every: int = 0  # steps between resumable states in out_dir (0: none)
     num_threads: int | None = None  # torch CPU threads during training (None: leave as is)
 
 
@@ -161,6 +163,7 @@ class Prior3DTrainConfig:
     pose_weight: float = 1.0  # weight of the 3 pose outputs relative to the Ke expression outputs
     channels_last: bool = True
     grad_clip: float | None = 5.0
+    checkpoint_every: int = 0  # steps between resumable states in out_dir (0: none)
     num_threads: int | None = None  # torch CPU threads during training (None: leave as is)
 
 
@@ -233,18 +236,30 @@ def _fit(
     step_fn: Callable[[dict, int], tuple[torch.Tensor, float | None]],
     desc: str,
     progress: bool,
+    state_dir=None,
+    generators: dict[str, torch.Generator] | None = None,
 ) -> dict[str, Any]:
-    """Generic loop: ``step_fn(batch, step) -> (loss, acc or None)``; returns the history."""
+    """Generic loop: ``step_fn(batch, step) -> (loss, acc or None)``; returns the history.
+
+    ``state_dir``: resumable training. Every ``tcfg.checkpoint_every`` steps (when > 0) the
+    modules, optimizer, step, history, the loader's shuffling generator as it was at the start of
+    the epoch, the ``generators`` step_fn draws from and the global torch RNG (dropout) are written
+    atomically to ``state_dir/train_state.pt``; a later call with the same ``state_dir`` resumes
+    there and replays the epoch's batch order, so it ends bit-identical to an uninterrupted run on
+    the same machine and thread count (tests/test_train_priors.py)."""
     old_threads = torch.get_num_threads()
     if getattr(tcfg, "num_threads", None):
         torch.set_num_threads(int(tcfg.num_threads))
     try:
-        return _fit_inner(modules, loader, tcfg, step_fn, desc, progress)
+        return _fit_inner(modules, loader, tcfg, step_fn, desc, progress, state_dir, generators or {})
     finally:
         torch.set_num_threads(old_threads)
 
 
-def _fit_inner(modules, loader, tcfg, step_fn, desc, progress) -> dict[str, Any]:
+_STATE_FILE = "train_state.pt"
+
+
+def _fit_inner(modules, loader, tcfg, step_fn, desc, progress, state_dir, generators) -> dict[str, Any]:
     params = [p for m in modules for p in m.parameters()]
     opt = _make_optimizer(params, tcfg)
     steps_per_epoch = len(loader)
@@ -254,14 +269,34 @@ def _fit_inner(modules, loader, tcfg, step_fn, desc, progress) -> dict[str, Any]
     hist: dict[str, Any] = {"step_loss": [], "step_acc": [], "epochs": [], "lr": []}
     for m in modules:
         m.train()
-    step = 0
-    t0 = time.perf_counter()
-    bar = tqdm(total=total, desc=desc, disable=not progress, leave=True)
+    step, epoch, skip, t_before = 0, 0, 0, 0.0
+    every = int(getattr(tcfg, "checkpoint_every", 0) or 0)
+    state_path = Path(state_dir) / _STATE_FILE if state_dir is not None else None
+    shuffle_gen = loader.generator
+    if state_path is not None and state_path.is_file():
+        st = torch.load(state_path, map_location="cpu", weights_only=False)
+        volatile = {"epochs", "max_steps", "checkpoint_every", "num_threads"}
+        diff = sorted(k for k, v in asdict(tcfg).items() if k not in volatile and st["tcfg"].get(k) != v)
+        if diff:
+            raise ValueError(f"{state_path}: saved with a different training config ({diff}); use another folder")
+        for m, sd in zip(modules, st["modules"]):
+            m.load_state_dict(sd)
+        opt.load_state_dict(st["opt"])
+        step, epoch, hist, t_before = st["step"], st["epoch"], st["hist"], st["time_s"]
+        skip = step - epoch * steps_per_epoch
+        for name, g in generators.items():
+            g.set_state(st["generators"][name])
+        torch.set_rng_state(st["torch_rng"])
+        shuffle_gen.set_state(st["epoch_shuffle_state"])
+    t0 = time.perf_counter() - t_before
+    bar = tqdm(total=total, initial=step, desc=desc, disable=not progress, leave=True)
     try:
-        epoch = 0
         while step < total:
+            epoch_shuffle_state = shuffle_gen.get_state()
             e_loss, e_acc, e_n = 0.0, 0.0, 0
-            for batch in loader:
+            for i, batch in enumerate(loader):
+                if i < skip:
+                    continue
                 if step >= total:
                     break
                 lr = tcfg.lr * _lr_factor(step, total, tcfg)
@@ -289,6 +324,15 @@ def _fit_inner(modules, loader, tcfg, step_fn, desc, progress) -> dict[str, Any]
                     post["acc"] = f"{acc:.2f}"
                 bar.set_postfix(post, refresh=False)
                 bar.update(1)
+                if state_path is not None and every > 0 and step % every == 0 and step < total:
+                    atomic_torch_save({
+                        "modules": [m.state_dict() for m in modules], "opt": opt.state_dict(), "step": step,
+                        "epoch": epoch, "hist": hist, "time_s": time.perf_counter() - t0, "tcfg": asdict(tcfg),
+                        "generators": {n: g.get_state() for n, g in generators.items()},
+                        "torch_rng": torch.get_rng_state(), "epoch_shuffle_state": epoch_shuffle_state,
+                    }, state_path)
+            if skip:  # the resumed epoch: its summary covers the steps run since the resume
+                skip = 0
             hist["epochs"].append({
                 "epoch": epoch,
                 "loss": e_loss / max(e_n, 1),
@@ -362,7 +406,8 @@ def train_identity_encoder(
             acc = (head.cosine(feats).argmax(1) == y).float().mean().item()
         return loss, acc
 
-    hist = _fit([encoder, head], loader, tcfg, step_fn, "identity encoder", progress)
+    hist = _fit([encoder, head], loader, tcfg, step_fn, "identity encoder", progress,
+                state_dir=out_dir, generators={"augment": gen})
     head.set_margin(tcfg.arcface_m)
     hist.update(n_classes=n_classes, n_params=count_parameters(encoder), n_train=len(train_dataset),
                 cfg=asdict(cfg), tcfg=asdict(tcfg))
@@ -414,7 +459,7 @@ def train_facenet(
         loss, logits = model.loss(x, y)
         return loss, (logits.detach().argmax(1) == y).float().mean().item()
 
-    hist = _fit([model], loader, tcfg, step_fn, "facenet", progress)
+    hist = _fit([model], loader, tcfg, step_fn, "facenet", progress, state_dir=out_dir, generators={"augment": gen})
     hist.update(n_classes=n_classes, n_params=count_parameters(model), n_train=len(train_dataset),
                 cfg=asdict(model.cfg), tcfg=asdict(tcfg))
     _save(out_dir, "facenet", model, hist, extra={"tcfg": asdict(tcfg)})
@@ -511,7 +556,7 @@ def train_prior3d(
         pred = model.forward_standardized(x)
         return ((pred - t) ** 2 * w).mean(), None
 
-    hist = _fit([model], loader, tcfg, step_fn, "3D prior", progress)
+    hist = _fit([model], loader, tcfg, step_fn, "3D prior", progress, state_dir=out_dir, generators={"augment": gen})
     hist.update(n_params=count_parameters(model), n_train=len(train_dataset), cfg=asdict(cfg), tcfg=asdict(tcfg),
                 target_mean=model.target_mean.tolist(), target_std=model.target_std.tolist())
     _save(out_dir, "prior3d", model, hist, extra={"tcfg": asdict(tcfg)})

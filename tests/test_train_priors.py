@@ -1,0 +1,91 @@
+"""The priors' training loop resumes exactly: a run killed after a saved state and restarted in the
+same folder ends bit-identical to an uninterrupted run (same machine, same thread count)."""
+
+import pytest
+import torch
+
+import drdpgan.train_priors as tp
+from drdpgan.models.identity import IdentityEncoderConfig
+from drdpgan.train_priors import IdentityTrainConfig, Prior3DTrainConfig, train_identity_encoder, train_prior3d
+
+from test_prior3d import TINY, RampWorld
+from toys import ColourWorld
+
+
+_REAL_TQDM = tp.tqdm
+
+
+class _Killed(RuntimeError):
+    pass
+
+
+def _killing_tqdm(at_step: int):
+    """tqdm stand-in whose bar dies when the loop reports step ``at_step`` (before that step's state is saved)."""
+    class KillAt(_REAL_TQDM):
+        starts: list[int] = []
+
+        def __init__(self, *args, initial=0, **kwargs):
+            super().__init__(*args, initial=initial, **kwargs)
+            self.steps_seen = initial
+            self.starts.append(initial)
+
+        def update(self, n=1):
+            super().update(n)
+            self.steps_seen += n
+            if self.steps_seen >= at_step:
+                raise _Killed(f"killed at step {self.steps_seen}")
+
+    return KillAt
+
+
+def _state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("kind", ["identity", "prior3d"])
+def test_resume_is_bit_identical(tmp_path, monkeypatch, kind):
+    torch.set_num_threads(1)
+    if kind == "identity":
+        data = ColourWorld(per_class=12, size=32)
+        cfg = IdentityEncoderConfig(widths=(8, 16, 16, 32), layers=(1, 1, 1, 1), embedding_dim=32)
+        tcfg = IdentityTrainConfig(seed=3, epochs=3, batch_size=8, lr=0.05, warmup_steps=2, margin_warmup_steps=5,
+                                   shift=2, checkpoint_every=4)
+
+        def train(out):
+            return train_identity_encoder(data, cfg, tcfg, out_dir=out, progress=False)
+    else:
+        data = RampWorld(64, seed=0)
+        tcfg = Prior3DTrainConfig(seed=4, epochs=3, batch_size=16, lr=3e-3, warmup_steps=2, flip_p=0.5,
+                                  checkpoint_every=3)
+
+        def train(out):
+            return train_prior3d(data, TINY, tcfg, out_dir=out, progress=False)
+
+    full, hist_full = train(tmp_path / "full")
+    # killed mid-epoch (step 10 is inside the second or third epoch), after a saved state
+    monkeypatch.setattr(tp, "tqdm", _killing_tqdm(10))
+    with pytest.raises(_Killed):
+        train(tmp_path / "resumed")
+    assert (tmp_path / "resumed" / "train_state.pt").is_file()
+    resuming = _killing_tqdm(10**9)
+    monkeypatch.setattr(tp, "tqdm", resuming)
+    resumed, hist_res = train(tmp_path / "resumed")
+    assert resuming.starts == [8] if kind == "identity" else resuming.starts == [9]  # the last saved state
+    a, b = _state(full), _state(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert hist_res["step_loss"] == hist_full["step_loss"]
+    assert hist_res["steps"] == hist_full["steps"]
+
+
+def test_resume_refuses_another_recipe(tmp_path, monkeypatch):
+    data = RampWorld(64, seed=0)
+    tcfg = Prior3DTrainConfig(seed=4, epochs=2, batch_size=16, checkpoint_every=2)
+    monkeypatch.setattr(tp, "tqdm", _killing_tqdm(3))
+    with pytest.raises(_Killed):
+        train_prior3d(data, TINY, tcfg, out_dir=tmp_path, progress=False)
+    monkeypatch.setattr(tp, "tqdm", _REAL_TQDM)
+    with pytest.raises(ValueError, match="different training config.*lr"):
+        train_prior3d(data, TINY, Prior3DTrainConfig(seed=4, epochs=2, batch_size=16, lr=1e-2, checkpoint_every=2),
+                      out_dir=tmp_path, progress=False)
