@@ -60,7 +60,7 @@ STYLEGAN2_RECIPES = _stylegan2_recipes()
 # EXTRA_IDENTITY_START on, far beyond every evaluation range the notebooks use (held-out identities
 # n_identities .. n_identities + n_heldout, and notebook 05's unseen identities after them). More
 # identities is the known lever for verification on unseen people (ArcFace trains on 85k).
-EXTRA_IDENTITY_START = 100_000
+EXTRA_IDENTITY_START = 50_000
 
 
 def _prior_recipes() -> dict[str, dict[str, Any]]:
