@@ -140,7 +140,18 @@ def pretrain_stylegan2(profile: str, steps: int | None = None, progress: bool = 
     record_provenance(out, {"network": "stylegan2", "profile": profile, "start_step": start,
                             "target_steps": tcfg.steps})
     data = stages.face_data(p01, progress)
-    return train_stylegan2(data["train"], gcfg, tcfg, out, progress=progress)
+    t0 = time.time()
+    G, metrics = train_stylegan2(data["train"], gcfg, tcfg, out, progress=progress)
+    from .checkpoints import save_checkpoint
+
+    import csv
+
+    with open(out / "losses.csv", newline="") as f:  # training time over every segment of the run
+        sec = sum(float(r["sec_per_step"]) * tcfg.log_every for r in csv.DictReader(f) if r["sec_per_step"])
+    save_checkpoint(out / "stylegan2.pt", G, metrics={**metrics, "steps": metrics.get("step"),
+                                                      "images_seen": int(round(metrics.get("kimg", 0) * 1000)),
+                                                      "train_seconds": sec, "wall_seconds_this_call": time.time() - t0})
+    return G, metrics
 
 
 def pretraining_faces(profile: str, progress: bool = True):
@@ -221,6 +232,101 @@ def pretrain_prior(network: str, profile: str, progress: bool = True) -> dict[st
     return metrics
 
 
+# --------------------------------------------------------------------------- shipping
+
+
+def check_set(profile: str):
+    """The small fixed evaluation set the shipped-weights test re-measures on: the first 50 held-out
+    identities of the profile's synthetic world, 10 faces each (rendered in a few seconds, no cache)."""
+    from . import stages
+    from .data.datasets import SyntheticFaceDataset
+
+    p01 = {**stages.notebook_params("01_data", profile), "dataset": "synthetic"}
+    start = int(p01["n_identities"])
+    return SyntheticFaceDataset(stages.world_config(p01), range(start, start + 50), 10, progress=False)
+
+
+def check_metric(network: str, model, data) -> tuple[str, float]:
+    """``(name, value)`` of the one metric re-measured per shipped network on :func:`check_set`."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from .verification import embed, make_pairs, pair_cosines
+
+    if network in ("identity", "evaluator"):
+        a, b, same = make_pairs(data.labels, 500, 500, seed=0)
+        return f"{network}.check_auc", float(roc_auc_score(same, pair_cosines(embed(model, data), a, b)))
+    if network == "prior3d":
+        from .models.prior3d import r2_per_coefficient
+
+        return "prior3d.check_r2_pose", float(r2_per_coefficient(model, data)["pose_mean"])
+    if network == "stylegan2":
+        import torch
+
+        from .repro import make_generator
+        from .train_stylegan2 import frechet_distance, pixel_features
+
+        z = torch.randn(len(data), model.z_dim, generator=make_generator(0))
+        with torch.no_grad():
+            fakes = torch.cat([model(z[i:i + 50], noise_mode="const") for i in range(0, len(z), 50)])
+        reals = torch.stack([data[i]["image"] for i in range(len(data))])
+        return "stylegan2.check_frechet_pixel8", float(frechet_distance(pixel_features(reals).numpy(),
+                                                                        pixel_features(fakes).numpy()))
+    raise ValueError(f"unknown network {network!r}")
+
+
+def measure(network: str, profile: str, model, progress: bool = False) -> dict[str, Any]:
+    """The network's full metrics as the pretraining run reports them (held-out identities of the profile)."""
+    from . import stages
+
+    p01 = stages.notebook_params("01_data", profile)
+    data = stages.synthetic_data({**p01, "dataset": "synthetic"}, progress)
+    p02 = stages.notebook_params("02_identity_encoder", profile)
+    if network in ("identity", "evaluator"):
+        rep = stages.verification_report(model, data["train"], data["heldout"], int(p02["verif_pairs"]),
+                                         int(p02["seed"]))
+        return {f"{network}.verif_acc": rep["acc"], f"{network}.roc_auc": rep["auc"]}
+    if network == "prior3d":
+        from .models.prior3d import r2_per_coefficient
+
+        r2 = r2_per_coefficient(model, data["heldout"])
+        return {"prior3d.r2_expression": r2["expression_mean"], "prior3d.r2_pose": r2["pose_mean"],
+                "prior3d.r2_expression_each": r2["expression"], "prior3d.r2_pose_each": r2["pose"]}
+    if network == "stylegan2":
+        return {}
+    raise ValueError(f"unknown network {network!r}")
+
+
+#: tolerance of each check metric (same weights, same inputs: only float-kernel differences between
+#: machines move it; set from the spread measured under AVX-512 / AVX2 kernels and 1 / 2 threads)
+CHECK_TOLERANCE = {"identity": 2e-3, "evaluator": 2e-3, "prior3d": 2e-3, "stylegan2": 1e-2}
+
+
+def export_network(network: str, profile: str, dtype: str = "float16") -> dict[str, Any]:
+    """Ship the finished pretraining run of ``network``: measure fp32 and stored-dtype weights, write
+    the file and its manifest entry (:func:`drdpgan.shipped.export`)."""
+    import copy
+
+    from .checkpoints import load_model
+    from .shipped import export, half_state_dict
+
+    folder = work_dir(profile, network)
+    ck = folder / f"{network}.pt"
+    if not ck.is_file():
+        raise FileNotFoundError(f"{ck}: run python -m drdpgan.pretrain {network} --profile {profile} to the end first")
+    model, info = load_model(ck)
+    stored = copy.deepcopy(model)
+    if dtype == "float16":
+        stored.load_state_dict(half_state_dict(model.state_dict()))
+    metrics, metrics_stored = measure(network, profile, model), measure(network, profile, stored)
+    train_info = {k: info["metrics"].get(k) for k in ("steps", "images_seen", "train_seconds", "n_train",
+                                                        "n_train_identities")}
+    name, value = check_metric(network, stored, check_set(profile))
+    check = {"metric": name, "value": value, "tolerance": CHECK_TOLERANCE[network],
+             "eval_set": "drdpgan.pretrain.check_set: 50 held-out world identities x 10 faces"}
+    return export(profile, network, ck, folder, metrics, metrics_stored, check, dtype=dtype, extra=train_info)
+
+
 def status(profile: str) -> dict[str, Any]:
     """What each pretraining folder of ``profile`` holds: latest step and the last logged rows."""
     root = artifacts_root() / "pretrain" / profile
@@ -239,7 +345,9 @@ def status(profile: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m drdpgan.pretrain", description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=["stylegan2", "identity", "evaluator", "prior3d", "status"])
+    ap.add_argument("what", choices=["stylegan2", "identity", "evaluator", "prior3d", "status", "export"])
+    ap.add_argument("--network", help="for export: which finished run to ship")
+    ap.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="for export")
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--steps", type=int, default=None, help="total steps to reach (default: the recipe's)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -247,6 +355,12 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.what == "status":
         print(json.dumps(status(a.profile), indent=1))
+        return 0
+    if a.what == "export":
+        if not a.network:
+            ap.error("export needs --network")
+        entry = export_network(a.network, a.profile, a.dtype)
+        print(json.dumps({k: v for k, v in entry.items() if k != "provenance"}, indent=1, default=float))
         return 0
     import torch
 

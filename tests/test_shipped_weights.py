@@ -1,0 +1,78 @@
+"""Shipped pretrained weights: every file matches its manifest (sha256) and re-measures its check
+metric on the small fixed evaluation set within the manifest's tolerance; the export refuses
+weights whose provenance shows uncommitted code."""
+
+import json
+
+import pytest
+import torch
+
+from drdpgan import shipped
+from drdpgan.checkpoints import CheckpointError, save_checkpoint
+from drdpgan.models.prior3d import Prior3DConfig, Prior3DRegressor
+
+ENTRIES = sorted(shipped.manifest().items())
+
+
+@pytest.mark.skipif(not ENTRIES, reason="no weights shipped yet (drdpgan/weights/manifest.json absent)")
+@pytest.mark.parametrize("key,entry", ENTRIES, ids=[k for k, _ in ENTRIES])
+def test_shipped_file_matches_manifest_and_remeasures(key, entry):
+    from drdpgan.pretrain import check_metric, check_set
+
+    path = shipped.WEIGHTS_DIR / entry["file"]
+    assert path.is_file(), f"{path} listed in the manifest but missing"
+    assert shipped.sha256_of(path) == entry["sha256"]
+    assert all(p["dirty"] is False and p["commit"] for p in entry["provenance"])
+    model, info = shipped.load(entry["profile"], entry["network"])
+    name, value = check_metric(entry["network"], model, check_set(entry["profile"]))
+    assert name == entry["check"]["metric"]
+    assert abs(value - entry["check"]["value"]) <= entry["check"]["tolerance"], (value, entry["check"])
+
+
+def test_manifest_total_size_under_cap():
+    total = sum(e["bytes"] for _, e in ENTRIES)
+    assert total <= 150 * 2**20, f"shipped weights total {total / 2**20:.1f} MiB > 150 MiB"
+
+
+@pytest.fixture
+def weights_dir(tmp_path, monkeypatch):
+    d = tmp_path / "weights"
+    monkeypatch.setattr(shipped, "WEIGHTS_DIR", d)
+    monkeypatch.setattr(shipped, "MANIFEST", d / "manifest.json")
+    return d
+
+
+def _run_folder(tmp_path, dirty):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    model = Prior3DRegressor(Prior3DConfig(n_expression=2, working_size=32, stem_width=8, widths=(16, 32),
+                                           blocks=(1, 1), hidden=64))
+    save_checkpoint(folder / "prior3d.pt", model, metrics={"steps": 3})
+    (folder / "provenance.jsonl").write_text(json.dumps({"commit": "abc", "dirty": dirty, "time": "t"}) + "\n")
+    return folder, model
+
+
+def test_export_writes_half_weights_and_loads_back(tmp_path, weights_dir):
+    folder, model = _run_folder(tmp_path, dirty=False)
+    entry = shipped.export("toy", "prior3d", folder / "prior3d.pt", folder, {"m": 1.0}, {"m": 1.0},
+                           {"metric": "m", "value": 1.0, "tolerance": 0.0})
+    assert entry["sha256"] == shipped.sha256_of(weights_dir / "toy" / "prior3d.pt")
+    assert json.loads((weights_dir / "manifest.json").read_text())["toy/prior3d"]["commits"] == ["abc"]
+    raw = torch.load(weights_dir / "toy" / "prior3d.pt", weights_only=False)
+    assert all(v.dtype == torch.float16 for v in raw["state_dict"].values() if v.is_floating_point())
+    loaded, _ = shipped.load("toy", "prior3d")
+    for k, v in model.state_dict().items():
+        got = loaded.state_dict()[k]
+        assert got.dtype == v.dtype
+        torch.testing.assert_close(got, v.half().to(v.dtype), rtol=0, atol=0)
+    # a changed file is refused by name
+    (weights_dir / "toy" / "prior3d.pt").write_bytes(b"x" + (weights_dir / "toy" / "prior3d.pt").read_bytes())
+    with pytest.raises(CheckpointError, match="prior3d.pt: sha256"):
+        shipped.load("toy", "prior3d")
+
+
+def test_export_refuses_uncommitted_code(tmp_path, weights_dir):
+    folder, _ = _run_folder(tmp_path, dirty=True)
+    with pytest.raises(ValueError, match="uncommitted"):
+        shipped.export("toy", "prior3d", folder / "prior3d.pt", folder, {}, {}, {})
+    assert not (weights_dir / "manifest.json").exists()
