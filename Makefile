@@ -1,5 +1,7 @@
 # drdpgan: two commands do everything on a fresh clone.
-#   make reproduce [PROFILE=cpu|smoke|lfw|paper] [FORCE=1]   run the pipeline, write reports/<profile>/
+#   make reproduce [PROFILE=cpu|smoke|lfw|paper] [FORCE=1] [RETRAIN=1]   run the pipeline, write reports/<profile>/
+#                  (RETRAIN=1: train the priors here instead of loading the shipped drdpgan/weights)
+#   make pretrain [PROFILE=cpu] [THREADS=1]                  pretrain the profile's priors (hours; resumable)
 #   make test                                                nbval over the notebooks + unit tests + smoke metric tolerances
 # Both create .venv and install the pinned environment first when needed.
 
@@ -10,7 +12,7 @@ PROFILE ?= cpu
 STAMP   := $(VENV)/.drdpgan-installed
 PIP     := $(PY) -m pip install --disable-pip-version-check -q
 
-.PHONY: install reproduce test test-metrics unit nbval lab notebooks bench clean-artifacts
+.PHONY: install reproduce pretrain test test-metrics unit nbval lab notebooks bench clean-artifacts
 
 install: $(STAMP)
 
@@ -23,9 +25,17 @@ $(STAMP): requirements.txt pyproject.toml
 	@touch $@
 
 reproduce: $(STAMP)
-	$(PY) -m drdpgan.pipeline --profile $(PROFILE) $(if $(FORCE),--force,)
+	$(if $(RETRAIN),DRDPGAN_RETRAIN=1 ,)$(PY) -m drdpgan.pipeline --profile $(PROFILE) $(if $(FORCE),--force,)
 	$(PY) -m drdpgan.bench drdpgan --profile $(PROFILE) --sizes 64 128 --batches 1 32
 
+
+# The priors of a profile, each to its recipe (drdpgan/pretrain.py), in a resumable folder under
+# artifacts/pretrain/<profile>/; `python -m drdpgan.pretrain export --network N` ships a finished one.
+THREADS ?= 0
+pretrain: $(STAMP)
+	for net in identity prior3d evaluator stylegan2; do \
+		$(PY) -m drdpgan.pretrain $$net --profile $(PROFILE) --threads $(THREADS) || exit 1; done
+	$(PY) -m drdpgan.pretrain status --profile $(PROFILE)
 
 # nbval over the notebooks, then the unit tests, in one pytest run (one summary line); the
 # notebook-metric test compares the numbers the notebooks recorded (tests/test_notebook_metrics.py).

@@ -48,11 +48,19 @@ UNTRAINED_FILE = project_root() / "tests" / "smoke_metrics_untrained.json"
 _SATURATED = ("the smoke evaluator maps every smoke image to nearly one embedding (cosine >= 0.9998 for any "
               "pair): cannot tell trained from untrained")
 
+_SMOKE_REALISM = ('smoke: 128 samples of a 32 px generator after 40 steps; with 512-d evaluator features a Frechet distance over 128 images is dominated by its sampling floor, and MTCNN on 32 px faces by the upscale; the realism keys are measured on the shipped cpu/lfw generators')
+
 #: Keys of the smoke run that are not compared, with the reason.
 EXCLUDED_KEYS: dict[str, str] = {
     "data.render_images_per_s": "a speed of this machine, not a result",
     "stylegan2.ms_per_image_64": "a speed of this machine, not a result",
     "train.sec_per_step": "a speed of this machine, not a result",
+    "stylegan2.fd_ratio": _SMOKE_REALISM,
+    "stylegan2.fd_generated": _SMOKE_REALISM,
+    "stylegan2.fd_real": _SMOKE_REALISM,
+    "stylegan2.fd_n": "a configuration (the smoke realism sample count)",
+    "stylegan2.face_detect_rate": _SMOKE_REALISM,
+    "data.face_detect_rate": _SMOKE_REALISM,
     "cls.acc_original": "pinned at chance (1/40) by the smoke budget: cannot tell trained from untrained",
     "cls.acc_anonymized": "pinned at chance (1/40) by the smoke budget: cannot tell trained from untrained",
     "cls.acc_recovered": "pinned at chance (1/40) by the smoke budget: cannot tell trained from untrained",

@@ -45,6 +45,14 @@ METRIC_KEYS: dict[str, str] = {
     "prior3d.flip_yaw_sign_rate": "3D prior on real faces: fraction whose predicted yaw flips sign under a mirror",
     "stylegan2.frechet_id": "Frechet distance on the project's identity-encoder features (NOT Inception FID)",
     "stylegan2.ms_per_image_64": "generator forward time per image at 64 px (ms)",
+    "stylegan2.fd_ratio": "Frechet distance (FaceNet evaluator features) of generated vs held-out real faces, divided "
+    "by the same distance between training and held-out real faces (drdpgan.realism.fd_ratio); 1 = as real as real",
+    "stylegan2.fd_generated": "Frechet distance (evaluator features) of generated vs held-out real faces",
+    "stylegan2.fd_real": "Frechet distance (evaluator features) of training vs held-out real faces: the floor",
+    "stylegan2.fd_n": "images per set in the Frechet ratio",
+    "stylegan2.face_detect_rate": "fraction of generated images in which MTCNN finds a face (prob >= 0.9)",
+    "data.face_detect_rate": "fraction of held-out real images in which MTCNN finds a face (prob >= 0.9), "
+    "the reference for stylegan2.face_detect_rate",
     # DR-DPGAN components (05-08)
     "fig.in_band_fraction": "fake identity generator: fraction of identities whose fake lands in [s_min, s_max]",
     "fig.diversity_cos": "fake identity generator: mean pairwise cosine of one identity's fakes",

@@ -204,14 +204,48 @@ def images_of(dataset, indices=None) -> "torch.Tensor":
 
 # --------------------------------------------------------------------------- priors (notebooks 02-04)
 
+#: ``priors`` parameter of notebooks 02-04: "train" (train here at the notebook's budget, cached) or
+#: "shipped" (load ``drdpgan/weights/<profile>/<network>.pt``, pretrained by ``python -m
+#: drdpgan.pretrain``). ``DRDPGAN_RETRAIN=1`` (``make reproduce RETRAIN=1``) forces "train".
+PRIOR_MODES = ("train", "shipped")
+
+
+def prior_mode(p: dict[str, Any]) -> str:
+    mode = str(p.get("priors", "train"))
+    if mode not in PRIOR_MODES:
+        raise ValueError(f"priors must be one of {PRIOR_MODES}, got {mode!r}")
+    return "train" if os.environ.get("DRDPGAN_RETRAIN") == "1" else mode
+
+
+def _shipped(profile: str, network: str):
+    """A shipped pretrained network as ``(model, info)``; ``info['metrics']`` are the manifest's
+    (measured on the stored weights) plus the training cost, ``info['dir']`` the shipped logs."""
+    from . import shipped
+
+    model, info = shipped.load(profile, network)
+    entry = info["manifest"]
+    info["metrics"] = {**entry["metrics_stored"], "train_seconds": entry.get("train_seconds"),
+                       "images_seen": entry.get("images_seen")}
+    info["dir"] = shipped.WEIGHTS_DIR / profile / f"{network}_logs"
+    return model, info
+
 
 def prior_params(profile: str) -> dict[str, dict[str, Any]]:
     """Parameters of notebooks 01-04 for ``profile`` (what fixes the priors a DR-DPGAN wraps), without
     ``num_threads`` (threads do not change what is trained): the prior part of later cache keys."""
+    from . import shipped
+
+    networks = {"02_identity_encoder": ("identity", "evaluator"), "03_prior3d": ("prior3d",),
+                "04_stylegan2": ("stylegan2",)}
     out = {}
     for stem in ("01_data", "02_identity_encoder", "03_prior3d", "04_stylegan2"):
         p = notebook_params(stem, profile)
         p.pop("num_threads", None)
+        if stem in networks:  # what is actually loaded: the mode in force and the shipped files' digests
+            p["priors"] = prior_mode(p)
+            if p["priors"] == "shipped":
+                man = shipped.manifest()
+                p["shipped_sha256"] = [man.get(f"{profile}/{n}", {}).get("sha256") for n in networks[stem]]
         out[stem] = p
     return out
 
@@ -276,6 +310,8 @@ def identity_encoder(params: dict[str, Any] | str, progress: bool = True):
     from .train_priors import IdentityTrainConfig, train_identity_encoder
 
     p = _params(params, "02_identity_encoder")
+    if prior_mode(p) == "shipped":
+        return _shipped(p["profile"], "identity")
     p01 = notebook_params("01_data", p["profile"])
     cfg = IdentityEncoderConfig(widths=tuple(p["id_widths"]), layers=tuple(p["id_layers"]))
     tcfg = IdentityTrainConfig(seed=int(p["seed"]), epochs=int(p["id_epochs"]), batch_size=int(p["id_batch_size"]),
@@ -311,6 +347,8 @@ def facenet_evaluator(params: dict[str, Any] | str, progress: bool = True):
     from .train_priors import FaceNetTrainConfig, train_facenet
 
     p = _params(params, "02_identity_encoder")
+    if prior_mode(p) == "shipped":
+        return _shipped(p["profile"], "evaluator")
     p01 = notebook_params("01_data", p["profile"])
     cfg = FaceNetConfig(input_size=int(p["eval_input_size"]), repeats=tuple(p["eval_repeats"]))
     tcfg = FaceNetTrainConfig(seed=int(p["seed"]) + 101, epochs=int(p["eval_epochs"]),
@@ -345,6 +383,8 @@ def prior3d(params: dict[str, Any] | str, progress: bool = True):
     from .train_priors import Prior3DTrainConfig, train_prior3d
 
     p = _params(params, "03_prior3d")
+    if prior_mode(p) == "shipped":
+        return _shipped(p["profile"], "prior3d")
     p01 = {**notebook_params("01_data", p["profile"]), "dataset": "synthetic"}
     cfg = Prior3DConfig(working_size=int(p["working_size"]))
     tcfg = Prior3DTrainConfig(seed=int(p["seed"]) + 2, epochs=int(p["epochs"]), batch_size=int(p["batch_size"]),
@@ -374,6 +414,8 @@ def stylegan2(params: dict[str, Any] | str, progress: bool = True):
     from .train_stylegan2 import TrainConfig, train_stylegan2
 
     p = _params(params, "04_stylegan2")
+    if prior_mode(p) == "shipped":
+        return _shipped(p["profile"], "stylegan2")
     p01 = notebook_params("01_data", p["profile"])
     gcfg = StyleGAN2Config(resolution=int(p01["image_size"]), z_dim=int(p["w_dim"]), w_dim=int(p["w_dim"]),
                            channel_max=int(p["channel_max"]))
