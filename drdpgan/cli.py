@@ -4,6 +4,7 @@
 
     python -m drdpgan anonymize photos/ anonymized/ [--seed S] [--checkpoint C] [--aligned] [--paste-back]
     python -m drdpgan recover anonymized/ recovered/ [--checkpoint C]
+    python -m drdpgan keygen my.key [--overwrite]     (a key file for the keyed password, drdpgan.password)
     common options: [--overwrite] [--report report.json] [--debug]
 
 ``IN`` is an image file or a folder (its image files, sorted; not recursive). ``OUT`` is a folder
@@ -243,6 +244,20 @@ def recover_files(model, src: Path, out: Path, overwrite: bool = False, debug: b
     return _run(files, outputs, handle, overwrite, debug, "recover")
 
 
+def keygen(path: Path, overwrite: bool = False) -> int:
+    """``python -m drdpgan keygen K``: a new key file readable by its owner only."""
+    from .password import write_key_file
+
+    try:
+        write_key_file(path, overwrite=overwrite)
+    except (FileExistsError, OSError) as e:
+        print(f"[drdpgan] {e}", file=sys.stderr)
+        return 2
+    print(f"[drdpgan] wrote a new 256-bit key to {path} (mode 0600). Keep it private and backed up: without it "
+          "no face anonymized with it can be recovered.", file=sys.stderr)
+    return 0
+
+
 def _raise_on_sigterm(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -260,12 +275,17 @@ def main(argv=None) -> int:
     r = sub.add_parser("recover", help="recover faces from anonymized PNGs (t = 0)")
     r.add_argument("input", type=Path, help="an anonymized PNG or a folder of them")
     r.add_argument("output", type=Path, help="output folder (or a .png path for one input file)")
+    k = sub.add_parser("keygen", help="write a new 256-bit key file (mode 0600) for the keyed password")
+    k.add_argument("key_file", type=Path, help="where to write the key (refused if it exists)")
+    k.add_argument("--overwrite", action="store_true", help="replace an existing key file")
     for p in (a, r):
         p.add_argument("--checkpoint", default=None, help="DR-DPGAN model.pt (default: the lfw profile's)")
         p.add_argument("--overwrite", action="store_true", help="redo inputs whose output exists (default: skip)")
         p.add_argument("--report", type=Path, default=None, help="write a JSON report of every input here")
         p.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
     args = ap.parse_args(argv)
+    if args.cmd == "keygen":
+        return keygen(args.key_file, args.overwrite)
 
     previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)  # temporary files are removed on SIGTERM too
     results: list[FileResult] = []
