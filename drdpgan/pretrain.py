@@ -77,7 +77,17 @@ def _prior_recipes() -> dict[str, dict[str, Any]]:
         "prior3d": Prior3DTrainConfig(seed=2, epochs=20, batch_size=128, lr=2e-3, warmup_steps=100,
                                       checkpoint_every=100),
     }
-    return {"cpu": cpu}
+    from .data.world import EXPRESSION_FLIP
+
+    lfw = {
+        # the 3D prior of real faces: the cpu pretraining faces (true coefficients) plus the LFW
+        # training crops with landmark pseudo-labels (drdpgan.landmark_labels), repeated
+        # real_repeats times; mirror augmentation with the pose and eye-closure flip
+        "real_repeats": 4,
+        "prior3d": Prior3DTrainConfig(seed=2, epochs=8, batch_size=128, lr=2e-3, warmup_steps=100, flip_p=0.5,
+                                      flip_expression_perm=EXPRESSION_FLIP, checkpoint_every=100),
+    }
+    return {"cpu": cpu, "lfw": lfw}
 
 
 PRIOR_RECIPES = _prior_recipes()
@@ -173,6 +183,49 @@ def pretraining_faces(profile: str, progress: bool = True):
             "profile_train": stages.synthetic_data(p01, progress)["train"], "p01": p01}
 
 
+def real_face_labels(profile: str, split: str, progress: bool = True):
+    """The profile's real faces of ``split`` (``train`` / ``heldout``) with landmark pseudo-labels, as
+    :class:`~drdpgan.data.datasets.CoefficientFaces`; cached in ``artifacts/pretrain/<profile>/labels``
+    (dlib's 68-point landmarks take about 16 ms per face)."""
+    import torch
+
+    from . import stages
+    from .data.datasets import CoefficientFaces, float_to_uint8
+    from .landmark_labels import label_real_faces
+    from .repro import atomic_torch_save
+
+    p01 = stages.notebook_params("01_data", profile)
+    if p01["dataset"] == "synthetic":
+        raise ValueError(f"profile {profile!r} has no real faces to pseudo-label")
+    path = work_dir(profile, "labels") / f"{split}.pt"
+    if not path.is_file():
+        images = stages.images_of(stages.face_data(p01, progress)[split])
+        lab = label_real_faces(images, stages.world_config(p01), progress=progress)
+        atomic_torch_save({"images": float_to_uint8(images), **{k: lab[k] for k in ("pose", "expression")},
+                           "n_fallbacks": lab["n_fallbacks"]}, path)
+    d = torch.load(path, weights_only=False)
+    return CoefficientFaces(d["images"], d["expression"], d["pose"])
+
+
+def measure_real_prior3d(model, profile: str, progress: bool = False) -> dict[str, Any]:
+    """The real-face 3D prior's keys: mirror consistency of yaw on the first 512 held-out real faces
+    (as notebook 03), mean |yaw - landmark PnP yaw| in degrees on all held-out real faces, and R^2 on
+    the synthetic held-out faces."""
+    import numpy as np
+
+    from . import stages
+    from .models.prior3d import pose_flip_consistency, predict_prior3d, r2_per_coefficient
+
+    held = real_face_labels(profile, "heldout", progress)
+    flip = pose_flip_consistency(model, held.image_tensor(range(min(512, len(held)))))
+    pred = predict_prior3d(model, held.image_tensor())
+    yaw_err = float(np.degrees(np.abs(np.asarray(pred["pose"])[:, 0] - held.coeffs["pose"][:, 0].numpy())).mean())
+    p01 = stages.notebook_params("01_data", profile)
+    r2 = r2_per_coefficient(model, stages.synthetic_data({**p01, "dataset": "synthetic"}, progress)["heldout"])
+    return {"prior3d.flip_yaw_sign_rate": flip["yaw_sign_flip_rate"], "prior3d.yaw_err_deg": yaw_err,
+            "prior3d.r2_expression": r2["expression_mean"], "prior3d.r2_pose": r2["pose_mean"]}
+
+
 def pretrain_prior(network: str, profile: str, progress: bool = True) -> dict[str, Any]:
     """Train (or resume) one prior network of ``profile`` (``identity``, ``evaluator`` or ``prior3d``)
     with its recipe on :func:`pretraining_faces`, measure it as the notebooks do, and save
@@ -191,6 +244,8 @@ def pretrain_prior(network: str, profile: str, progress: bool = True) -> dict[st
         raise ValueError(f"no prior pretraining recipe for profile {profile!r}; known: {sorted(PRIOR_RECIPES)}")
     r = PRIOR_RECIPES[profile]
     out = work_dir(profile, network)
+    if profile != "cpu" and network == "prior3d":
+        return _pretrain_real_prior3d(profile, r, out, progress)
     data = pretraining_faces(profile, progress)
     p02 = stages.notebook_params("02_identity_encoder", profile)
     p03 = stages.notebook_params("03_prior3d", profile)
@@ -228,6 +283,32 @@ def pretrain_prior(network: str, profile: str, progress: bool = True) -> dict[st
     save_checkpoint(out / f"{network}.pt", model, metrics=metrics)
     from .repro import atomic_write_json
 
+    atomic_write_json(out / "final_metrics.json", {**metrics, "wall_seconds_this_call": time.time() - t0})
+    return metrics
+
+
+def _pretrain_real_prior3d(profile: str, r: dict[str, Any], out: Path, progress: bool) -> dict[str, Any]:
+    from . import stages
+    from .checkpoints import save_checkpoint
+    from .data.datasets import CoefficientFaces
+    from .models.prior3d import Prior3DConfig
+    from .repro import atomic_write_json
+    from .train_priors import train_prior3d
+
+    synthetic = pretraining_faces("cpu", progress)["train"]
+    real = real_face_labels(profile, "train", progress)
+    train = CoefficientFaces.concat([(CoefficientFaces(synthetic.images, synthetic.coeffs["expression"],
+                                                       synthetic.coeffs["pose"]), 1), (real, int(r["real_repeats"]))])
+    record_provenance(out, {"network": "prior3d", "profile": profile, "n_train": len(train),
+                            "n_real": len(real), "resumed": (out / "state" / "train_state.pt").is_file()})
+    p03 = stages.notebook_params("03_prior3d", profile)
+    t0 = time.time()
+    model, hist = train_prior3d(train, Prior3DConfig(working_size=int(p03["working_size"])), r["prior3d"],
+                                out_dir=out / "state", progress=progress)
+    metrics = measure_real_prior3d(model, profile, progress)
+    metrics.update({"steps": hist["steps"], "images_seen": hist["steps"] * r["prior3d"].batch_size,
+                    "train_seconds": hist["time_s"], "n_train": len(train), "n_real": len(real)})
+    save_checkpoint(out / "prior3d.pt", model, metrics=metrics)
     atomic_write_json(out / "final_metrics.json", {**metrics, "wall_seconds_this_call": time.time() - t0})
     return metrics
 
@@ -286,6 +367,8 @@ def measure(network: str, profile: str, model, progress: bool = False) -> dict[s
         rep = stages.verification_report(model, data["train"], data["heldout"], int(p02["verif_pairs"]),
                                          int(p02["seed"]))
         return {f"{network}.verif_acc": rep["acc"], f"{network}.roc_auc": rep["auc"]}
+    if network == "prior3d" and p01["dataset"] != "synthetic":
+        return measure_real_prior3d(model, profile, progress)
     if network == "prior3d":
         from .models.prior3d import r2_per_coefficient
 

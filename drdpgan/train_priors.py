@@ -27,8 +27,8 @@ Augmentation: random horizontal flip (on by default for identity/FaceNet -- a mi
 the same person; in the synthetic world the flip negates yaw/roll, which does not matter for
 identity) and optional random translation by up to ``shift`` pixels (reflect padding). For the
 3D prior the flip is off by default; when enabled, the target pose becomes
-``(-yaw, pitch, -roll)`` and the expression is kept (assumes a left/right-symmetric
-expression basis -- check the dataset before enabling).
+``(-yaw, pitch, -roll)`` and the expression is permuted by ``flip_expression_perm`` (the
+world's eye closures swap; None keeps it, for a left/right-symmetric basis).
 """
 
 from __future__ import annotations
@@ -161,6 +161,9 @@ class Prior3DTrainConfig:
     flip_p: float = 0.0  # see module docstring before enabling
     shift: int = 0  # translation is fine for expression/pose; off to keep targets exact
     pose_weight: float = 1.0  # weight of the 3 pose outputs relative to the Ke expression outputs
+    # expression coefficients of the mirrored face: expression[:, flip_expression_perm] (None: unchanged).
+    # The synthetic world's is (0, 1, 2, 4, 3): the two eye closures swap (drdpgan.data.world.EXPRESSION_FLIP).
+    flip_expression_perm: tuple[int, ...] | None = None
     channels_last: bool = True
     grad_clip: float | None = 5.0
     checkpoint_every: int = 0  # steps between resumable states in out_dir (0: none)
@@ -552,6 +555,8 @@ def train_prior3d(
         expr = batch["coeffs"]["expression"].float()
         pose = batch["coeffs"]["pose"].float()
         pose = torch.where(flipped[:, None], flip_pose(pose), pose)
+        if tcfg.flip_expression_perm is not None:
+            expr = torch.where(flipped[:, None], expr[:, list(tcfg.flip_expression_perm)], expr)
         t = (torch.cat([expr, pose], 1) - model.target_mean) / model.target_std  # (B,Ke+3)
         pred = model.forward_standardized(x)
         return ((pred - t) ** 2 * w).mean(), None

@@ -56,7 +56,7 @@ def test_resume_is_bit_identical(tmp_path, monkeypatch, kind):
     else:
         data = RampWorld(64, seed=0)
         tcfg = Prior3DTrainConfig(seed=4, epochs=3, batch_size=16, lr=3e-3, warmup_steps=2, flip_p=0.5,
-                                  checkpoint_every=3)
+                                  flip_expression_perm=(1, 0), checkpoint_every=3)
 
         def train(out):
             return train_prior3d(data, TINY, tcfg, out_dir=out, progress=False)
@@ -89,3 +89,16 @@ def test_resume_refuses_another_recipe(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="different training config.*lr"):
         train_prior3d(data, TINY, Prior3DTrainConfig(seed=4, epochs=2, batch_size=16, lr=1e-2, checkpoint_every=2),
                       out_dir=tmp_path, progress=False)
+
+
+def test_coefficient_faces_concat():
+    from drdpgan.data.datasets import CoefficientFaces
+
+    a = CoefficientFaces(torch.zeros(3, 3, 8, 8, dtype=torch.uint8), torch.zeros(3, 5), torch.zeros(3, 3))
+    b = CoefficientFaces(torch.full((2, 3, 8, 8), 255, dtype=torch.uint8), torch.ones(2, 5), torch.ones(2, 3))
+    c = CoefficientFaces.concat([(a, 1), (b, 3)])
+    assert len(c) == 9 and c.coeffs["pose"].shape == (9, 3)
+    item = c[8]
+    assert item["image"].max() == 1.0 and torch.equal(item["coeffs"]["expression"], torch.ones(5))
+    with pytest.raises(ValueError, match="coefficient rows"):
+        CoefficientFaces(torch.zeros(3, 3, 8, 8, dtype=torch.uint8), torch.zeros(2, 5), torch.zeros(3, 3))

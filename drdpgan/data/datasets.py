@@ -256,3 +256,40 @@ def split_samples_within_identity(labels: Sequence[int], test_fraction: float = 
         test.append(idx[:n_test])
         train.append(idx[n_test:])
     return np.sort(np.concatenate(train)).astype(np.int64), np.sort(np.concatenate(test)).astype(np.int64)
+
+
+class CoefficientFaces(FaceDataset):
+    """Face images with 3D-prior targets from anywhere: ``images`` ``(N,3,H,W)`` uint8, ``expression``
+    ``(N,Ke)`` and ``pose`` ``(N,3)`` float (for real faces: landmark pseudo-labels,
+    :mod:`drdpgan.landmark_labels`). :meth:`concat` joins several (e.g. rendered faces with true
+    coefficients and real faces with pseudo-labels, the real ones repeated). Items carry
+    ``coeffs = {"expression", "pose"}`` and identity 0 (the 3D prior ignores identity)."""
+
+    def __init__(self, images: torch.Tensor, expression, pose):
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"images must be (N,3,H,W) uint8, got {tuple(images.shape)} {images.dtype}")
+        self.images = images
+        self.coeffs = {"expression": torch.as_tensor(np.asarray(expression), dtype=torch.float32),
+                       "pose": torch.as_tensor(np.asarray(pose), dtype=torch.float32)}
+        n = len(images)
+        if any(len(v) != n for v in self.coeffs.values()):
+            raise ValueError(f"{n} images but {[len(v) for v in self.coeffs.values()]} coefficient rows")
+        self.labels = np.zeros(n, dtype=np.int64)
+        self.n_identities = 1
+        self.image_size = int(images.shape[-1])
+
+    @classmethod
+    def concat(cls, parts: Sequence[tuple["CoefficientFaces", int]]) -> "CoefficientFaces":
+        """``[(dataset, repeats), ...]`` -> one dataset (each dataset's items ``repeats`` times)."""
+        return cls(torch.cat([d.images.repeat(r, 1, 1, 1) for d, r in parts]),
+                   torch.cat([d.coeffs["expression"].repeat(r, 1) for d, r in parts]),
+                   torch.cat([d.coeffs["pose"].repeat(r, 1) for d, r in parts]))
+
+    def __getitem__(self, i: int) -> dict:
+        i = int(i)
+        return {"image": uint8_to_float(self.images[i]), "identity": torch.tensor(0, dtype=torch.int64), "index": i,
+                "coeffs": {k: v[i] for k, v in self.coeffs.items()}}
+
+    def image_tensor(self, indices=None) -> torch.Tensor:
+        imgs = self.images if indices is None else self.images[torch.as_tensor(np.asarray(indices), dtype=torch.int64)]
+        return uint8_to_float(imgs)

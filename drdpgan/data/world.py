@@ -93,6 +93,8 @@ ALBEDO_NAMES = (
 )  # each ~ N(0, identity_scale^2): identity colours / marks (3DMM "tex" coefficients)
 
 EXPRESSION_NAMES = ("mouth_open", "smile", "brow_raise", "eye_close_left", "eye_close_right")
+#: expression of the mirrored face: ``expression[:, EXPRESSION_FLIP]`` (the eye closures swap)
+EXPRESSION_FLIP = (0, 1, 2, 4, 3)
 # mouth_open in [0, 1]: lips part, mouth interior and upper teeth show;
 # smile in [-0.5, 1]: >0 raises and widens the mouth corners and puffs the cheeks, <0 frowns;
 # brow_raise in [-1, 1]: moves both brows up (+) or down (-);
