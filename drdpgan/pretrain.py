@@ -80,6 +80,13 @@ def _prior_recipes() -> dict[str, dict[str, Any]]:
     from .data.world import EXPRESSION_FLIP
 
     lfw = {
+        # identity encoder and evaluator: fine-tuned on the LFW training identities from the cpu
+        # pretraining (synthetic faces: the pretraining that real-face data this scarce needs)
+        "init_from": "cpu",
+        "identity": IdentityTrainConfig(seed=0, epochs=30, batch_size=128, lr=0.01, warmup_steps=50,
+                                        margin_warmup_steps=100, checkpoint_every=100),
+        "evaluator": FaceNetTrainConfig(seed=101, epochs=15, batch_size=64, lr=3e-4, warmup_steps=50,
+                                        checkpoint_every=100),
         # the 3D prior of real faces: the cpu pretraining faces (true coefficients) plus the LFW
         # training crops with landmark pseudo-labels (drdpgan.landmark_labels), repeated
         # real_repeats times; mirror augmentation with the pose and eye-closure flip
@@ -246,6 +253,8 @@ def pretrain_prior(network: str, profile: str, progress: bool = True) -> dict[st
     out = work_dir(profile, network)
     if profile != "cpu" and network == "prior3d":
         return _pretrain_real_prior3d(profile, r, out, progress)
+    if profile != "cpu":
+        return _pretrain_real_recognizer(network, profile, r, out, progress)
     data = pretraining_faces(profile, progress)
     p02 = stages.notebook_params("02_identity_encoder", profile)
     p03 = stages.notebook_params("03_prior3d", profile)
@@ -283,6 +292,64 @@ def pretrain_prior(network: str, profile: str, progress: bool = True) -> dict[st
     save_checkpoint(out / f"{network}.pt", model, metrics=metrics)
     from .repro import atomic_write_json
 
+    atomic_write_json(out / "final_metrics.json", {**metrics, "wall_seconds_this_call": time.time() - t0})
+    return metrics
+
+
+def _initial_weights(profile: str, network: str) -> tuple[dict, dict[str, Any]]:
+    """State dict to fine-tune from: the shipped weights of ``profile`` when there are, else its
+    finished pretraining run; with a record of which file it was."""
+    from . import shipped
+    from .checkpoints import load_model
+
+    if shipped.available(profile, network):
+        model, info = shipped.load(profile, network)
+        return model.state_dict(), {"init": f"shipped {profile}/{network}", "sha256": info["manifest"]["sha256"]}
+    path = work_dir(profile, network) / f"{network}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: pretrain {network} --profile {profile} first (fine-tuning starts from it)")
+    model, _ = load_model(path)
+    return model.state_dict(), {"init": str(path.relative_to(artifacts_root())), "sha256": shipped.sha256_of(path)}
+
+
+def _pretrain_real_recognizer(network: str, profile: str, r: dict[str, Any], out: Path, progress: bool):
+    import numpy as np
+
+    from . import stages
+    from .checkpoints import save_checkpoint
+    from .data.datasets import LabeledSubset
+    from .models.facenet import FaceNetConfig
+    from .models.identity import IdentityEncoderConfig
+    from .repro import atomic_write_json
+    from .train_priors import train_facenet, train_identity_encoder
+
+    p01 = stages.notebook_params("01_data", profile)
+    p02 = stages.notebook_params("02_identity_encoder", profile)
+    data = stages.face_data(p01, progress)
+    init, init_info = _initial_weights(r["init_from"], network)
+    record_provenance(out, {"network": network, "profile": profile, **init_info,
+                            "resumed": (out / "state" / "train_state.pt").is_file(), "n_train": len(data["train"])})
+    t0, seed = time.time(), int(p02["seed"])
+    pairs = stages.lfw_test_pairs(p01, data["heldout"])
+    if network == "identity":
+        cfg = IdentityEncoderConfig(widths=tuple(p02["id_widths"]), layers=tuple(p02["id_layers"]))
+        model, hist = train_identity_encoder(data["train"], cfg, r["identity"], out_dir=out / "state",
+                                             progress=progress, init_state=init)
+    elif network == "evaluator":
+        train = data["train"]
+        rng = np.random.default_rng(seed + 202)
+        keep = rng.permutation(train.n_identities)[: int(round(train.n_identities * float(p02["eval_identity_fraction"])))]
+        subset = LabeledSubset(train, np.flatnonzero(np.isin(train.labels, keep)), relabel=True)
+        cfg = FaceNetConfig(input_size=int(p02["eval_input_size"]), repeats=tuple(p02["eval_repeats"]))
+        model, hist = train_facenet(subset, cfg, r["evaluator"], out_dir=out / "state", progress=progress,
+                                    init_state=init)
+    else:
+        raise ValueError(f"unknown prior {network!r}; expected identity, evaluator or prior3d")
+    rep = stages.verification_report(model, data["train"], data["heldout"], int(p02["verif_pairs"]), seed, lfw_pairs=pairs)
+    metrics = {f"{network}.verif_acc": rep["acc"], f"{network}.roc_auc": rep["auc"], "steps": hist["steps"],
+               "images_seen": hist["steps"] * r[network].batch_size, "train_seconds": hist["time_s"],
+               "n_train": len(data["train"]), **init_info}
+    save_checkpoint(out / f"{network}.pt", model, metrics=metrics)
     atomic_write_json(out / "final_metrics.json", {**metrics, "wall_seconds_this_call": time.time() - t0})
     return metrics
 
@@ -361,18 +428,18 @@ def measure(network: str, profile: str, model, progress: bool = False) -> dict[s
     from . import stages
 
     p01 = stages.notebook_params("01_data", profile)
-    data = stages.synthetic_data({**p01, "dataset": "synthetic"}, progress)
     p02 = stages.notebook_params("02_identity_encoder", profile)
     if network in ("identity", "evaluator"):
-        rep = stages.verification_report(model, data["train"], data["heldout"], int(p02["verif_pairs"]),
-                                         int(p02["seed"]))
+        faces = stages.face_data(p01, progress)
+        rep = stages.verification_report(model, faces["train"], faces["heldout"], int(p02["verif_pairs"]),
+                                         int(p02["seed"]), lfw_pairs=stages.lfw_test_pairs(p01, faces["heldout"]))
         return {f"{network}.verif_acc": rep["acc"], f"{network}.roc_auc": rep["auc"]}
     if network == "prior3d" and p01["dataset"] != "synthetic":
         return measure_real_prior3d(model, profile, progress)
     if network == "prior3d":
         from .models.prior3d import r2_per_coefficient
 
-        r2 = r2_per_coefficient(model, data["heldout"])
+        r2 = r2_per_coefficient(model, stages.synthetic_data(p01, progress)["heldout"])
         return {"prior3d.r2_expression": r2["expression_mean"], "prior3d.r2_pose": r2["pose_mean"],
                 "prior3d.r2_expression_each": r2["expression"], "prior3d.r2_pose_each": r2["pose"]}
     if network == "stylegan2":

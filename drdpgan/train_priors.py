@@ -379,9 +379,11 @@ def train_identity_encoder(
     tcfg: IdentityTrainConfig | None = None,
     out_dir=None,
     progress: bool = True,
+    init_state: dict | None = None,
 ) -> tuple[IdentityEncoder, dict]:
     """Train ``E_Arcface`` with an ArcFace head on ``train_dataset``'s identities.
 
+    ``init_state``: an encoder state dict to start from (fine-tuning); the head is always new.
     Returns ``(encoder in eval mode, history)``. The ArcFace head (class centres) is only a
     training device; it is saved with the encoder when ``out_dir`` is given
     (``identity_encoder.pt`` + ``identity_encoder_history.json``) and discarded otherwise.
@@ -391,6 +393,8 @@ def train_identity_encoder(
     seed_everything(tcfg.seed)
     n_classes = dataset_n_classes(train_dataset)
     encoder = IdentityEncoder(cfg)
+    if init_state is not None:  # fine-tuning (e.g. real faces from the synthetic-pretrained encoder)
+        encoder.load_state_dict(init_state)
     head = ArcFaceHead(cfg.embedding_dim, n_classes, s=tcfg.arcface_s, m=0.0, easy_margin=tcfg.easy_margin)
     if tcfg.channels_last:
         encoder = encoder.to(memory_format=torch.channels_last)
@@ -437,13 +441,15 @@ def train_facenet(
     out_dir=None,
     progress: bool = True,
     n_classes: int | None = None,
+    init_state: dict | None = None,
 ) -> tuple[FaceNetEvaluator, dict]:
     """Train the FaceNet evaluator with a classification head -> ``(model in eval mode, history)``.
 
     The same run serves both modes: ``model(images)`` gives the 512-d L2-normalised embedding
     (identity cosines), ``model.predict(images)`` the closed-set class. ``n_classes`` defaults to
     ``cfg.n_classes`` or the dataset's number of identities. Saved to
-    ``out_dir/facenet.pt`` (+ history) when given.
+    ``out_dir/facenet.pt`` (+ history) when given. ``init_state``: a FaceNetEvaluator state dict
+    whose embedding network (``net.*``) is the starting point (fine-tuning); the head is new.
     """
     cfg = replace(cfg) if cfg is not None else FaceNetConfig()
     tcfg = tcfg or FaceNetTrainConfig()
@@ -451,6 +457,8 @@ def train_facenet(
     cfg.n_classes = n_classes
     seed_everything(tcfg.seed)
     model = FaceNetEvaluator(cfg)
+    if init_state is not None:  # fine-tuning: the embedding network only (the class head is new)
+        model.net.load_state_dict({k[len("net."):]: v for k, v in init_state.items() if k.startswith("net.")})
     if tcfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     loader = _loader(train_dataset, tcfg.batch_size, tcfg.seed)
