@@ -51,7 +51,14 @@ def _stylegan2_recipes() -> dict[str, Any]:
     cpu = TrainConfig(steps=12000, batch_size=16, lr=0.001, ema_kimg=10.0, ema_rampup=0.05, seed=0,
                       log_every=10, sample_every=250, checkpoint_every=100, keep_checkpoints=2,
                       metric_every=500, metric_num=512, precision="bf16")
-    return {"cpu": cpu, "lfw": replace(cpu)}
+    # lfw: real faces (6,193 training crops) from the cpu generator (its latest pretraining checkpoint,
+    # G, G_ema and D) with DiffAugment, the known way to train a GAN on a few thousand images
+    lfw = replace(cpu, steps=6000, diffaugment="color,translation,cutout")
+    return {"cpu": cpu, "lfw": lfw}
+
+
+#: where each profile's StyleGAN2 pretraining starts (None: from scratch)
+STYLEGAN2_INIT = {"cpu": None, "lfw": "cpu"}
 
 
 STYLEGAN2_RECIPES = _stylegan2_recipes()
@@ -154,11 +161,23 @@ def pretrain_stylegan2(profile: str, steps: int | None = None, progress: bool = 
     out = work_dir(profile, "stylegan2")
     ck = latest_checkpoint(out)
     start = 0 if ck is None else int(ck.stem.split("_")[-1])
+    init_state, init_info = None, {}
+    if ck is None and STYLEGAN2_INIT.get(profile):
+        from .shipped import sha256_of
+
+        src = latest_checkpoint(work_dir(STYLEGAN2_INIT[profile], "stylegan2"))
+        if src is None:
+            raise FileNotFoundError(f"{work_dir(STYLEGAN2_INIT[profile], 'stylegan2')}: pretrain stylegan2 --profile "
+                                    f"{STYLEGAN2_INIT[profile]} first ({profile} starts from it)")
+        import torch
+
+        init_state = torch.load(src, map_location="cpu", weights_only=False)
+        init_info = {"init": str(src.relative_to(artifacts_root())), "init_sha256": sha256_of(src)}
     record_provenance(out, {"network": "stylegan2", "profile": profile, "start_step": start,
-                            "target_steps": tcfg.steps})
+                            "target_steps": tcfg.steps, **init_info})
     data = stages.face_data(p01, progress)
     t0 = time.time()
-    G, metrics = train_stylegan2(data["train"], gcfg, tcfg, out, progress=progress)
+    G, metrics = train_stylegan2(data["train"], gcfg, tcfg, out, progress=progress, init_state=init_state)
     from .checkpoints import save_checkpoint
 
     import csv

@@ -12,9 +12,13 @@ Follows StyleGAN2 (Karras et al., CVPR 2020) / ``stylegan2-ada-pytorch`` trainin
   its ``ema_rampup``), and the ``w_avg`` tracking used by truncation;
 * Adam, betas (0, 0.99).
 
+Options: ``precision="bf16"`` (autocast of synthesis and D), ``diffaugment`` (DiffAugment,
+:mod:`drdpgan.augment`, on every image D sees: the known way to train a GAN on a few thousand
+real faces), ``init_state`` (start from another run's networks).
+
 Not implemented (documented): path-length regularization (``pl_weight = 0``, as in the
 official small/CIFAR configuration of StyleGAN2-ADA; it needs a double backward through G,
-too slow here), adaptive augmentation (ADA), mixed precision.
+too slow here), adaptive augmentation probability (ADA).
 
 Outputs in ``out_dir``: ``losses.csv`` (per ``log_every`` steps), ``metrics.csv`` (the
 Frechet distance over training), ``samples/step_XXXXXXX.png`` (a fixed z set through the EMA
@@ -49,6 +53,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .augment import diff_augment, parse_policy
 from .models.discriminator import StyleGAN2Discriminator
 from .models.stylegan2 import StyleGAN2Config, StyleGAN2Generator
 from .repro import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text, make_generator
@@ -112,6 +117,9 @@ class TrainConfig:
     # mapping network, optimizer and EMA stay fp32; the lazy-R1 steps run D in fp32 because R1
     # differentiates D's output with respect to its input). "fp32" is the reference setting.
     precision: str = "fp32"
+    # DiffAugment policy for every image D sees ("" = none; "color,translation,cutout" for few real
+    # images, Zhao et al. 2020; drdpgan.augment)
+    diffaugment: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -406,6 +414,7 @@ def train_stylegan2(
     out_dir: str | os.PathLike,
     feature_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
     progress: bool = True,
+    init_state: Mapping[str, Any] | None = None,
 ) -> tuple[StyleGAN2Generator, dict[str, Any]]:
     """Train StyleGAN2 on ``dataset`` (items ``{"image": (3,R,R) in [-1,1], ...}``).
 
@@ -413,7 +422,8 @@ def train_stylegan2(
     except ``steps`` and the logging/saving intervals). ``feature_fn(images (N,3,R,R) in
     [-1,1]) -> (N, D)`` supplies features for the Frechet distance tracked over training
     (NOT Inception FID; default :func:`pixel_features`). Returns ``(G_ema in eval mode,
-    final metrics dict)``.
+    final metrics dict)``. ``init_state`` (``{"G", "G_ema", "D"}`` state dicts, e.g. a checkpoint of
+    another run) is the starting point of a new run; a resume ignores it.
     """
     from tqdm.auto import tqdm
 
@@ -426,6 +436,11 @@ def train_stylegan2(
 
     if tcfg.precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be 'fp32' or 'bf16', got {tcfg.precision!r}")
+
+    aug_policy = parse_policy(tcfg.diffaugment)
+
+    def augment(x: torch.Tensor) -> torch.Tensor:
+        return diff_augment(x, aug_policy, z_gen) if aug_policy else x
 
     def autocast(enabled: bool = True):
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled and tcfg.precision == "bf16")
@@ -448,6 +463,11 @@ def train_stylegan2(
     metric_z = torch.randn(tcfg.metric_num, gcfg.z_dim, generator=make_generator(tcfg.seed + 3))
     gamma = tcfg.gamma_for(gcfg.resolution)
     step, cur_nimg = 0, 0
+
+    if init_state is not None:  # fine-tuning start (e.g. real faces from the synthetic generator)
+        G.load_state_dict(init_state["G"])
+        G_ema.load_state_dict(init_state["G_ema"])
+        D.load_state_dict(init_state["D"])
 
     # ---- resume
     ck_path = latest_checkpoint(out)
@@ -533,7 +553,7 @@ def train_stylegan2(
         _requires_grad(D, False)
         ws = _gen_ws(G, B, z_gen, tcfg.style_mixing_prob, update_w_avg=True)
         with autocast():
-            fake_logits = D(G.synthesis(ws, noise_mode="random", generator=z_gen))
+            fake_logits = D(augment(G.synthesis(ws, noise_mode="random", generator=z_gen)))
         loss_G = g_nonsaturating_loss(fake_logits.float())
         opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
@@ -549,8 +569,8 @@ def train_stylegan2(
         do_r1 = tcfg.r1_every > 0 and gamma > 0 and step % tcfg.r1_every == 0
         reals_in = reals.detach().requires_grad_(do_r1)
         with autocast(enabled=not do_r1):
-            real_logits = D(reals_in).float()
-            fake_logits = D(fake).float()
+            real_logits = D(augment(reals_in)).float()
+            fake_logits = D(augment(fake)).float()
         loss_D = d_logistic_loss(real_logits, fake_logits)
         total_D = loss_D
         if do_r1:

@@ -251,12 +251,27 @@ def test_frechet_distance():
 # --------------------------------------------------------------------------- trainer
 
 
-def _tiny_run(out, steps, precision="fp32"):
+def _tiny_run(out, steps, precision="fp32", diffaugment="", init_state=None):
     ds = ToyCircles(64, 32, seed=0)
     gcfg = tiny_cfg(32)
     tcfg = TrainConfig(steps=steps, batch_size=4, r1_every=2, checkpoint_every=3, sample_every=3,
-                       metric_every=3, metric_num=16, num_samples=4, log_every=1, seed=7, precision=precision)
-    return train_stylegan2(ds, gcfg, tcfg, out, progress=False)
+                       metric_every=3, metric_num=16, num_samples=4, log_every=1, seed=7, precision=precision,
+                       diffaugment=diffaugment)
+    return train_stylegan2(ds, gcfg, tcfg, out, progress=False, init_state=init_state)
+
+
+def test_diffaugment_and_init_state_resume_exactly(tmp_path):
+    """DiffAugment draws from the trainer's generator (a resumed run is bit-identical and differs from
+    an unaugmented one); init_state starts a new run from another run's networks."""
+    G_a, m_a = _tiny_run(tmp_path / "a", 4, diffaugment="color,translation,cutout")
+    _tiny_run(tmp_path / "b", 3, diffaugment="color,translation,cutout")
+    G_b, _ = _tiny_run(tmp_path / "b", 4, diffaugment="color,translation,cutout")
+    assert all(torch.equal(G_a.state_dict()[k], G_b.state_dict()[k]) for k in G_a.state_dict())
+    _, m_plain = _tiny_run(tmp_path / "p", 4)
+    assert m_a["loss_D"] != m_plain["loss_D"]
+    ck = torch.load(latest_checkpoint(tmp_path / "p"), weights_only=False)
+    G_i, _ = _tiny_run(tmp_path / "i", 0, init_state=ck)  # zero steps: the initial networks come back
+    assert all(torch.equal(G_i.state_dict()[k], ck["G_ema"][k]) for k in ck["G_ema"])
 
 
 def test_bf16_autocast_trains_resumes_and_differs_from_fp32(tmp_path):
