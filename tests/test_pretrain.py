@@ -1,0 +1,47 @@
+"""Pretraining bookkeeping: provenance lines name the commit and whether the code was committed; the
+status command reads a run folder; the recipes are complete for the shipped profiles."""
+
+import json
+
+import pytest
+
+from drdpgan import pretrain
+
+
+def test_provenance_records_commit_and_cleanliness(tmp_path, monkeypatch):
+    monkeypatch.setattr(pretrain, "code_state", lambda: {"commit": "abc123", "dirty": False})
+    rec = pretrain.record_provenance(tmp_path / "run", {"network": "x", "start_step": 0})
+    pretrain.record_provenance(tmp_path / "run", {"network": "x", "start_step": 100})
+    lines = [json.loads(x) for x in (tmp_path / "run" / "provenance.jsonl").read_text().splitlines()]
+    assert [line["start_step"] for line in lines] == [0, 100]
+    assert rec["commit"] == "abc123" and rec["dirty"] is False and "drdpgan.pretrain" in rec["command"]
+    assert rec["machine"]["device"] == "cpu" and rec["machine"]["threads"] >= 1
+
+
+def test_code_state_is_this_checkout():
+    state = pretrain.code_state()
+    if state["commit"] is None:
+        pytest.skip("not a git checkout")
+    assert len(state["commit"]) == 40 and isinstance(state["dirty"], bool)
+
+
+def test_status_reads_a_run_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("DRDPGAN_ARTIFACTS", str(tmp_path))
+    run = tmp_path / "pretrain" / "toy" / "stylegan2"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "ckpt_0000100.pt").write_bytes(b"")
+    (run / "losses.csv").write_text("step,loss_G\n10,1.0\n100,0.5\n")
+    st = pretrain.status("toy")
+    assert st == {"stylegan2": {"latest_checkpoint": "ckpt_0000100.pt", "losses.csv": "100,0.5"}}
+
+
+def test_recipes_cover_the_profiles():
+    for profile in ("cpu", "lfw"):
+        assert profile in pretrain.STYLEGAN2_RECIPES
+        assert {"identity", "evaluator", "prior3d"} <= set(pretrain.PRIOR_RECIPES[profile])
+        assert pretrain.STYLEGAN2_RECIPES[profile].checkpoint_every > 0
+        for net in ("identity", "evaluator", "prior3d"):
+            assert pretrain.PRIOR_RECIPES[profile][net].checkpoint_every > 0
+    assert pretrain.STYLEGAN2_RECIPES["lfw"].diffaugment and pretrain.STYLEGAN2_INIT["lfw"] == "cpu"
+    with pytest.raises(ValueError, match="no StyleGAN2 pretraining recipe"):
+        pretrain.pretrain_stylegan2("smoke", steps=1)
