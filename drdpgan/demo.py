@@ -32,21 +32,11 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .losses import (
-    LossWeights,
-    adversarial_loss,
-    discriminative_generator_loss,
-    discriminative_loss,
-    discriminator_logistic_loss,
-    identity_loss_anonymize,
-    identity_loss_recover,
-    total_loss,
-)
+from .losses import LossWeights
 from .models.critic import SteganalysisCritic
 from .models.discriminator import StyleGAN2Discriminator
 from .models.drdpgan import DRDPGAN
-from .models.extractor import add_channel_noise, information_hiding_loss
-from .repro import ArtifactCache, atomic_torch_save, make_generator
+from .repro import ArtifactCache, atomic_torch_save
 
 __all__ = [
     "ShortTraining",
@@ -288,45 +278,21 @@ def loss_breakdown(
     averaged) and ``loss_critic`` (Eq. 10), and diagnostics (mean critic scores, identity cosines,
     bit accuracy).
     """
-    from .train_drdpgan import _step_seed, recover_teacher_forced
+    from .objective import diagnostics, generator_objective, judge_losses, step_seed
 
     m = copy.deepcopy(model).train() if train_mode else model
-    w = cfg.weights
     sigma = cfg.noise_sigma if cfg.noise_sigma is not None else model.cfg.extractor_noise_sigma
-    g_fake = make_generator(_step_seed(cfg.seed, step, 0))
-    g_noise = make_generator(_step_seed(cfg.seed, step, 1))
-    cos = torch.nn.functional.cosine_similarity
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_step_seed(cfg.seed, step, 2))
+        torch.manual_seed(step_seed(cfg.seed, step, 2))
         with torch.no_grad():
-            a = m.anonymize(x, generator=g_fake)
-            x_anon = a["images"]
-            f_id, f_fake, bits = a["f_id"], a["f_fake"], a["password"]
-            e_anon = m.identity_encoder(x_anon)
-            logits_bits = m.extractor(add_channel_noise(x_anon, sigma, g_noise))
-            ano = {"adv": adversarial_loss(C(x_anon)), "dic": discriminative_generator_loss(critic(x_anon)),
-                   "id": identity_loss_anonymize(e_anon, f_id, f_fake),
-                   "info": information_hiding_loss(logits_bits, bits)}
-            r = recover_teacher_forced(m, x_anon, bits)
-            x_rec = r["images"]
-            e_rec = m.identity_encoder(x_rec)
-            rec = {"adv": adversarial_loss(C(x_rec)), "dic": discriminative_generator_loss(critic(x_rec)),
-                   "id": identity_loss_recover(e_rec, f_id)}
-            extras = {"code": (1 - cos(r["f_id_decoded"], f_id, dim=-1)).mean(),
-                      "rec_pixel": (x_rec - x).abs().mean(), "anon_pixel": (x_anon - x).abs().mean()}
-            loss_G = (total_loss(ano, w) + total_loss(rec, w) + cfg.w_code * extras["code"]
-                      + cfg.w_rec_pixel * extras["rec_pixel"] + cfg.w_anon_pixel * extras["anon_pixel"])
-            c_real, c_anon, c_rec = C(x), C(x_anon), C(x_rec)
-            s_real, s_anon = critic(x), critic(x_anon)
+            o = generator_objective(m, C, critic, x, cfg, step, sigma)
+            j = judge_losses(C, critic, x, o["x_anon"], o["x_rec"], cfg.critic_on_rec)
+            diag = diagnostics(o)
             out = {
-                **{f"ano_{k}": v for k, v in ano.items()}, **{f"rec_{k}": v for k, v in rec.items()}, **extras,
-                "loss_G": loss_G, "eq16_ano": total_loss(ano, w), "eq16_rec": total_loss(rec, w),
-                "loss_C": 0.5 * (discriminator_logistic_loss(c_real, c_anon) + discriminator_logistic_loss(c_real, c_rec)),
-                "loss_critic": discriminative_loss(s_real, s_anon),
-                "critic_real": s_real.mean(), "critic_anon": s_anon.mean(),
-                "bit_acc": ((logits_bits >= 0).float() == bits.round()).float().mean(),
-                "cos_anon_real": cos(e_anon, f_id, dim=-1).mean(), "cos_anon_fake": cos(e_anon, f_fake, dim=-1).mean(),
-                "cos_rec_real": cos(e_rec, f_id, dim=-1).mean(), "cos_fake_real": cos(f_fake, f_id, dim=-1).mean(),
+                **o["terms"], "loss_G": o["loss_G"], "eq16_ano": o["eq16_ano"], "eq16_rec": o["eq16_rec"],
+                "loss_C": j["loss_C"], "loss_critic": j["loss_critic"],
+                "critic_real": j["s_real"].mean(), "critic_anon": j["s_anon"].mean(),
+                **{k: v for k, v in diag.items() if k != "cos_decoded_real"},
             }
     return {k: float(v) for k, v in out.items()}
 

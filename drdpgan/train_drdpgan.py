@@ -102,23 +102,13 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .losses import (
-    LossWeights,
-    adversarial_loss,
-    discriminative_generator_loss,
-    discriminative_loss,
-    discriminator_logistic_loss,
-    identity_loss_anonymize,
-    identity_loss_recover,
-    total_loss,
-)
+from .losses import LossWeights
 from .models.critic import CriticConfig, SteganalysisCritic
 from .models.discriminator import StyleGAN2Discriminator
 from .models.drdpgan import DRDPGAN
-from .models.extractor import add_channel_noise, information_hiding_loss
+from .objective import diagnostics, generator_objective, judge_losses, recover_teacher_forced, step_seed
 from .repro import atomic_torch_save, atomic_write_json, make_generator
 from .train_stylegan2 import EpochSampler, _CSVLog, _rewrite_csv_upto, latest_checkpoint, r1_penalty
 
@@ -229,18 +219,6 @@ LOSS_COLUMNS = [
 # --------------------------------------------------------------------------- pieces
 
 
-def recover_teacher_forced(model: DRDPGAN, x_anon: torch.Tensor, bits: torch.Tensor) -> dict:
-    """``model.recover(x_anon, password=bits)`` without E_P's (unused) forward pass.
-
-    Sec. 3.1 t = 0: ``F_id_hat = decoder(bits)``; ``F_emo, F_pos = prior(x_anon)``;
-    ``x_rec = G(E_MLP(Concat(F_id_hat, F_emo, F_pos)); E_Ste(E_G(x_anon), bits))``.
-    """
-    f_id_hat = model.decoder(bits)  # (B, identity_dim)
-    f_emo, f_pos = model.prior(x_anon)
-    out = model.synthesize(x_anon, f_id_hat, f_emo, f_pos, bits, t=0)
-    return {**out, "bits": bits, "f_id_decoded": f_id_hat, "f_emo": f_emo, "f_pos": f_pos}
-
-
 def build_optimizers(model: DRDPGAN, C: nn.Module, critic: nn.Module, cfg: DRDPGANTrainConfig
                      ) -> tuple[torch.optim.Adam, torch.optim.Adam, torch.optim.Adam]:
     """Adam for the generator side (groups "stylegan2" at ``lr_stylegan``, "other" at ``lr_other``),
@@ -270,16 +248,6 @@ def _set_train_mode(model: DRDPGAN, cfg: DRDPGANTrainConfig) -> None:
     model.train()
     if cfg.freeze_code_mapping:
         model.binary_code.eval()  # a fixed, pretrained Eq. 2-4: no dropout
-
-
-def _step_seed(seed: int, step: int, stream: int) -> int:
-    """A distinct non-negative 63-bit seed per (run seed, step, stream)."""
-    h = hashlib.sha256(f"drdpgan-train/{seed}/{step}/{stream}".encode()).digest()
-    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
-
-
-def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return F.cosine_similarity(a, b, dim=-1)  # (B,)
 
 
 def _frozen_fingerprint(model: DRDPGAN) -> str:
@@ -323,83 +291,40 @@ def _rng_record() -> dict[str, Any]:
 def _train_step(model: DRDPGAN, C: nn.Module, critic: nn.Module, opts, x: torch.Tensor,
                 cfg: DRDPGANTrainConfig, step: int, sigma: float, gamma: float) -> dict[str, float]:
     opt_G, opt_C, opt_critic = opts
-    w = cfg.weights
-    g_fake = make_generator(_step_seed(cfg.seed, step, 0))  # Alg. 1 noise z
-    g_noise = make_generator(_step_seed(cfg.seed, step, 1))  # Eq. 13 eps
-    torch.manual_seed(_step_seed(cfg.seed, step, 2))  # dropout of the binary code mapping (Eq. 2)
+    torch.manual_seed(step_seed(cfg.seed, step, 2))  # dropout of the binary code mapping (Eq. 2)
 
-    # ---------------- generator side
+    # ---------------- generator side (drdpgan.objective)
     C.requires_grad_(False)
     critic.requires_grad_(False)
-    a = model.anonymize(x, generator=g_fake)
-    x_anon = a["images"]  # (B, 3, R, R)
-    f_id, f_fake, bits = a["f_id"], a["f_fake"], a["password"]  # (B, D), (B, D), (B, l)
-    e_anon = model.identity_encoder(x_anon)  # (B, D), frozen weights, grads to x_anon
-    logits_bits = model.extractor(add_channel_noise(x_anon, sigma, g_noise))  # (B, l)  Eq. 13-14
-    ano = {
-        "adv": adversarial_loss(C(x_anon)),  # Eq. 9
-        "dic": discriminative_generator_loss(critic(x_anon)),  # Eq. 10, G side
-        "id": identity_loss_anonymize(e_anon, f_id, f_fake),  # Eq. 11
-        "info": information_hiding_loss(logits_bits, bits),  # Eq. 15
-    }
-    r = recover_teacher_forced(model, x_anon, bits)
-    x_rec = r["images"]  # (B, 3, R, R)
-    e_rec = model.identity_encoder(x_rec)
-    rec = {
-        "adv": adversarial_loss(C(x_rec)),
-        "dic": discriminative_generator_loss(critic(x_rec)),
-        "id": identity_loss_recover(e_rec, f_id),  # Eq. 12
-    }
-    extras = {
-        "code": (1 - _cos(r["f_id_decoded"], f_id)).mean(),
-        "rec_pixel": (x_rec - x).abs().mean(),
-        "anon_pixel": (x_anon - x).abs().mean(),
-    }
-    loss_G = (total_loss(ano, w) + total_loss(rec, w) + cfg.w_code * extras["code"]
-              + cfg.w_rec_pixel * extras["rec_pixel"] + cfg.w_anon_pixel * extras["anon_pixel"])
+    o = generator_objective(model, C, critic, x, cfg, step, sigma)
     opt_G.zero_grad(set_to_none=True)
-    loss_G.backward()
+    o["loss_G"].backward()
     if cfg.grad_clip is not None:
         torch.nn.utils.clip_grad_norm_([p for g in opt_G.param_groups for p in g["params"]], cfg.grad_clip)
     opt_G.step()
-
-    out = {"loss_G": loss_G, **{f"ano_{k}": v for k, v in ano.items()}, **{f"rec_{k}": v for k, v in rec.items()},
-           **extras}
-    with torch.no_grad():
-        out.update({
-            "bit_acc": ((logits_bits >= 0).float() == bits.round()).float().mean(),
-            "cos_anon_real": _cos(e_anon, f_id).mean(), "cos_anon_fake": _cos(e_anon, f_fake).mean(),
-            "cos_rec_real": _cos(e_rec, f_id).mean(), "cos_fake_real": _cos(f_fake, f_id).mean(),
-            "cos_decoded_real": _cos(r["f_id_decoded"], f_id).mean(),
-        })
+    out = {"loss_G": o["loss_G"], **o["terms"], **diagnostics(o)}
 
     # ---------------- judges (on this step's images, detached)
     if cfg.d_every > 0 and step % cfg.d_every == 0:
-        xa, xr = x_anon.detach(), x_rec.detach()
         C.requires_grad_(True)
+        critic.requires_grad_(True)
         do_r1 = cfg.r1_every > 0 and gamma > 0 and step % cfg.r1_every == 0
         reals = x.detach().requires_grad_(do_r1)
-        c_real, c_anon, c_rec = C(reals), C(xa), C(xr)  # (B, 1) logits
-        loss_C = 0.5 * (discriminator_logistic_loss(c_real, c_anon) + discriminator_logistic_loss(c_real, c_rec))
-        total_C = loss_C
+        j = judge_losses(C, critic, reals, o["x_anon"].detach(), o["x_rec"].detach(), cfg.critic_on_rec)
+        total_C = j["loss_C"]
         if do_r1:
-            r1 = r1_penalty(c_real, reals).mean()
+            r1 = r1_penalty(j["c_real"], reals).mean()
             total_C = total_C + r1 * (gamma / 2) * cfg.r1_every
             out["r1"] = r1.detach()
         opt_C.zero_grad(set_to_none=True)
         total_C.backward()
         opt_C.step()
-
-        critic.requires_grad_(True)
-        s_real, s_anon = critic(x.detach()), critic(xa)  # (B,) in (0, 1)
-        loss_critic = discriminative_loss(s_real, s_anon)  # Eq. 10: carrier -> 1, stego -> 0
-        if cfg.critic_on_rec:
-            loss_critic = 0.5 * (loss_critic + discriminative_loss(s_real, critic(xr)))
         opt_critic.zero_grad(set_to_none=True)
-        loss_critic.backward()
+        j["loss_critic"].backward()
         opt_critic.step()
-        out.update({"loss_C": loss_C, "C_real": c_real.mean(), "C_anon": c_anon.mean(), "C_rec": c_rec.mean(),
-                    "loss_critic": loss_critic, "critic_real": s_real.mean(), "critic_anon": s_anon.mean()})
+        out.update({"loss_C": j["loss_C"], "C_real": j["c_real"].mean(), "C_anon": j["c_anon"].mean(),
+                    "C_rec": j["c_rec"].mean(), "loss_critic": j["loss_critic"], "critic_real": j["s_real"].mean(),
+                    "critic_anon": j["s_anon"].mean()})
     C.requires_grad_(True)
     critic.requires_grad_(True)
     return {k: float(v.detach()) for k, v in out.items()}

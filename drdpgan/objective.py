@@ -1,0 +1,140 @@
+"""DR-DPGAN's objective, computed in one place (Eq. 9-16).
+
+:func:`generator_objective` is the generator side of one training step: anonymize (t = 1) with the
+step's fake-identity noise, read the bits back through the channel noise of Eq. 13, recover (t = 0)
+teacher-forced with the true bits, and the loss terms
+
+    anonymize:  adv (Eq. 9), dic (Eq. 10, G side), id (Eq. 11), info (Eq. 15)
+    recover:    adv, dic, id (Eq. 12)
+    extras:     code (1 - cos(decode(bits), F_id)), rec_pixel, anon_pixel   (weights 0 = the paper)
+    loss_G = Eq. 16 for each process + the weighted extras
+
+:func:`judge_losses` is the judges' side: the StyleGAN2 discriminator C (logistic, anonymized and
+recovered fakes averaged) and the steganalysis critic (Eq. 10). The trainer
+(:func:`drdpgan.train_drdpgan.train_drdpgan`) minimises them; notebook 08's teaching breakdown
+(:func:`drdpgan.demo.loss_breakdown`) evaluates the same functions without updating anything.
+
+Randomness per step: the fake-identity noise and the Eq. 13 noise come from generators seeded by
+:func:`step_seed` ``(run seed, step, stream)``; dropout (the binary code mapping, Eq. 2) draws from
+the global RNG, which the caller seeds with stream 2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .losses import (
+    adversarial_loss,
+    discriminative_generator_loss,
+    discriminative_loss,
+    discriminator_logistic_loss,
+    identity_loss_anonymize,
+    identity_loss_recover,
+    total_loss,
+)
+from .models.drdpgan import DRDPGAN
+from .models.extractor import add_channel_noise, information_hiding_loss
+from .repro import make_generator
+
+__all__ = ["step_seed", "recover_teacher_forced", "generator_objective", "diagnostics", "judge_losses"]
+
+
+def step_seed(seed: int, step: int, stream: int) -> int:
+    """A distinct non-negative 63-bit seed per (run seed, step, stream): 0 fake identity, 1 Eq. 13
+    noise, 2 dropout."""
+    h = hashlib.sha256(f"drdpgan-train/{seed}/{step}/{stream}".encode()).digest()
+    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+
+
+def recover_teacher_forced(model: DRDPGAN, x_anon: torch.Tensor, bits: torch.Tensor) -> dict:
+    """``model.recover(x_anon, password=bits)`` without E_P's (unused) forward pass.
+
+    Sec. 3.1 t = 0: ``F_id_hat = decoder(bits)``; ``F_emo, F_pos = prior(x_anon)``;
+    ``x_rec = G(E_MLP(Concat(F_id_hat, F_emo, F_pos)); E_Ste(E_G(x_anon), bits))``.
+    """
+    f_id_hat = model.decoder(bits)  # (B, identity_dim)
+    f_emo, f_pos = model.prior(x_anon)
+    out = model.synthesize(x_anon, f_id_hat, f_emo, f_pos, bits, t=0)
+    return {**out, "bits": bits, "f_id_decoded": f_id_hat, "f_emo": f_emo, "f_pos": f_pos}
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return F.cosine_similarity(a, b, dim=-1)  # (B,)
+
+
+def generator_objective(model: DRDPGAN, C: nn.Module, critic: nn.Module, x: torch.Tensor, cfg, step: int,
+                        sigma: float) -> dict[str, Any]:
+    """The generator side of step ``step`` on the batch ``x`` (B, 3, R, R); ``cfg`` is a
+    :class:`~drdpgan.train_drdpgan.DRDPGANTrainConfig` (weights, extras' weights, seed).
+
+    Returns tensors: ``loss_G``, ``terms`` (``ano_adv, ano_dic, ano_id, ano_info, rec_adv, rec_dic,
+    rec_id, code, rec_pixel, anon_pixel``), ``eq16_ano`` / ``eq16_rec``, and the intermediate
+    ``x_anon, x_rec, bits, logits_bits, f_id, f_fake, e_anon, e_rec, f_id_decoded``.
+    """
+    w = cfg.weights
+    g_fake = make_generator(step_seed(cfg.seed, step, 0))  # Alg. 1 noise z
+    g_noise = make_generator(step_seed(cfg.seed, step, 1))  # Eq. 13 eps
+    a = model.anonymize(x, generator=g_fake)
+    x_anon = a["images"]  # (B, 3, R, R)
+    f_id, f_fake, bits = a["f_id"], a["f_fake"], a["password"]  # (B, D), (B, D), (B, l)
+    e_anon = model.identity_encoder(x_anon)  # (B, D), frozen weights, grads to x_anon
+    logits_bits = model.extractor(add_channel_noise(x_anon, sigma, g_noise))  # (B, l)  Eq. 13-14
+    ano = {
+        "adv": adversarial_loss(C(x_anon)),  # Eq. 9
+        "dic": discriminative_generator_loss(critic(x_anon)),  # Eq. 10, G side
+        "id": identity_loss_anonymize(e_anon, f_id, f_fake),  # Eq. 11
+        "info": information_hiding_loss(logits_bits, bits),  # Eq. 15
+    }
+    r = recover_teacher_forced(model, x_anon, bits)
+    x_rec = r["images"]  # (B, 3, R, R)
+    e_rec = model.identity_encoder(x_rec)
+    rec = {
+        "adv": adversarial_loss(C(x_rec)),
+        "dic": discriminative_generator_loss(critic(x_rec)),
+        "id": identity_loss_recover(e_rec, f_id),  # Eq. 12
+    }
+    extras = {
+        "code": (1 - _cos(r["f_id_decoded"], f_id)).mean(),
+        "rec_pixel": (x_rec - x).abs().mean(),
+        "anon_pixel": (x_anon - x).abs().mean(),
+    }
+    eq16_ano, eq16_rec = total_loss(ano, w), total_loss(rec, w)  # Eq. 16 per process
+    loss_G = (eq16_ano + eq16_rec + cfg.w_code * extras["code"] + cfg.w_rec_pixel * extras["rec_pixel"]
+              + cfg.w_anon_pixel * extras["anon_pixel"])
+    terms = {**{f"ano_{k}": v for k, v in ano.items()}, **{f"rec_{k}": v for k, v in rec.items()}, **extras}
+    return {"loss_G": loss_G, "terms": terms, "eq16_ano": eq16_ano, "eq16_rec": eq16_rec, "x_anon": x_anon,
+            "x_rec": x_rec, "bits": bits, "logits_bits": logits_bits, "f_id": f_id, "f_fake": f_fake,
+            "e_anon": e_anon, "e_rec": e_rec, "f_id_decoded": r["f_id_decoded"]}
+
+
+@torch.no_grad()
+def diagnostics(o: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Bit accuracy and identity cosines of a :func:`generator_objective` result."""
+    f_id = o["f_id"]
+    return {
+        "bit_acc": ((o["logits_bits"] >= 0).float() == o["bits"].round()).float().mean(),
+        "cos_anon_real": _cos(o["e_anon"], f_id).mean(), "cos_anon_fake": _cos(o["e_anon"], o["f_fake"]).mean(),
+        "cos_rec_real": _cos(o["e_rec"], f_id).mean(), "cos_fake_real": _cos(o["f_fake"], f_id).mean(),
+        "cos_decoded_real": _cos(o["f_id_decoded"], f_id).mean(),
+    }
+
+
+def judge_losses(C: nn.Module, critic: nn.Module, x_real: torch.Tensor, x_anon: torch.Tensor, x_rec: torch.Tensor,
+                 critic_on_rec: bool = False) -> dict[str, torch.Tensor]:
+    """The judges' losses on real, anonymized and recovered images (pass detached fakes to train them):
+    ``loss_C`` = StyleGAN2 logistic loss of C, anonymized and recovered fakes averaged; ``loss_critic``
+    = Eq. 10 (carrier -> 1, stego -> 0; also on recovered images when ``critic_on_rec``); with the
+    raw outputs ``c_real, c_anon, c_rec`` (B, 1) logits and ``s_real, s_anon`` (B,) scores."""
+    c_real, c_anon, c_rec = C(x_real), C(x_anon), C(x_rec)
+    loss_C = 0.5 * (discriminator_logistic_loss(c_real, c_anon) + discriminator_logistic_loss(c_real, c_rec))
+    s_real, s_anon = critic(x_real.detach()), critic(x_anon)
+    loss_critic = discriminative_loss(s_real, s_anon)
+    if critic_on_rec:
+        loss_critic = 0.5 * (loss_critic + discriminative_loss(s_real, critic(x_rec)))
+    return {"loss_C": loss_C, "c_real": c_real, "c_anon": c_anon, "c_rec": c_rec, "loss_critic": loss_critic,
+            "s_real": s_real, "s_anon": s_anon}
