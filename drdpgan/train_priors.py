@@ -83,33 +83,21 @@ __all__ = [
 
 
 @dataclass
-class IdentityTrainConfig:
-    """Training of ``E_Arcface`` (insightface-like recipe, shortened for CPU).
-
-    SGD (momentum 0.9, wd 5e-4) with linear lr warm-up then cosine decay; ArcFace ``s``/``m``
-    (``m`` ramped linearly from 0 over ``margin_warmup_steps``, which makes from-scratch
-    training on few identities start reliably). ``max_steps`` caps the total steps (None: all
-    ``epochs``). ``channels_last`` speeds up CPU convolutions.
-
-    Measured (synthetic world, 500 identities x 16 faces at 64 px, 6 epochs = 372 steps):
-    unseen-identity verification 0.897 (AUC 0.958), training accuracy still rising (0.47) --
-    under-trained; the 0.98 target needs more steps (not yet measured).
-    """
+class LoopConfig:
+    """What every prior's training loop (:func:`_fit`) reads: optimizer, schedule, augmentation,
+    checkpoints. ``max_steps`` caps the total steps (None: all ``epochs``); ``channels_last`` speeds
+    up CPU convolutions; ``checkpoint_every`` > 0 writes a resumable state into ``out_dir``."""
 
     seed: int = 0
     epochs: int = 10
     max_steps: int | None = None
     batch_size: int = 128
-    optimizer: str = "sgd"  # "sgd" | "adamw"
-    lr: float = 0.1
+    optimizer: str = "adamw"  # "sgd" | "adamw"
+    lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    warmup_steps: int = 50
+    warmup_steps: int = 20
     lr_schedule: str = "cosine"  # "cosine" | "constant"
-    arcface_s: float = 32.0
-    arcface_m: float = 0.5
-    easy_margin: bool = False
-    margin_warmup_steps: int = 200
     flip_p: float = 0.5
     shift: int = 2
     channels_last: bool = True
@@ -119,7 +107,29 @@ class IdentityTrainConfig:
 
 
 @dataclass
-class FaceNetTrainConfig:
+class IdentityTrainConfig(LoopConfig):
+    """Training of ``E_Arcface`` (insightface-like recipe, shortened for CPU).
+
+    SGD (momentum 0.9, wd 5e-4) with linear lr warm-up then cosine decay; ArcFace ``s``/``m``
+    (``m`` ramped linearly from 0 over ``margin_warmup_steps``, which makes from-scratch
+    training on few identities start reliably).
+
+    Measured (synthetic world, 500 identities x 16 faces at 64 px, 6 epochs = 372 steps):
+    unseen-identity verification 0.897 (AUC 0.958), training accuracy still rising (0.47) --
+    under-trained; the pretraining recipe (drdpgan.pretrain) trains far longer.
+    """
+
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    warmup_steps: int = 50
+    arcface_s: float = 32.0
+    arcface_m: float = 0.5
+    easy_margin: bool = False
+    margin_warmup_steps: int = 200
+
+
+@dataclass
+class FaceNetTrainConfig(LoopConfig):
     """Training of the FaceNet evaluator (both modes). AdamW, warm-up + cosine, short by default.
 
     A different default ``seed`` than the identity encoder's. One step at batch 32, 96 px costs
@@ -128,46 +138,22 @@ class FaceNetTrainConfig:
 
     seed: int = 1
     epochs: int = 3
-    max_steps: int | None = None
     batch_size: int = 32
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_steps: int = 20
-    lr_schedule: str = "cosine"
-    flip_p: float = 0.5
-    shift: int = 2
-    channels_last: bool = True
-    grad_clip: float | None = 5.0
-    checkpoint_every: int = 0  # steps between resumable states in out_dir (0: none)
-    num_threads: int | None = None  # torch CPU threads during training (None: leave as is)
 
 
 @dataclass
-class Prior3DTrainConfig:
+class Prior3DTrainConfig(LoopConfig):
     """Training of the 3D prior regressor: MSE on standardised (expression, pose) targets."""
 
     seed: int = 2
-    epochs: int = 10
-    max_steps: int | None = None
-    batch_size: int = 128
-    optimizer: str = "adamw"
     lr: float = 2e-3
-    momentum: float = 0.9
     weight_decay: float = 1e-4
-    warmup_steps: int = 20
-    lr_schedule: str = "cosine"
     flip_p: float = 0.0  # see module docstring before enabling
     shift: int = 0  # translation is fine for expression/pose; off to keep targets exact
     pose_weight: float = 1.0  # weight of the 3 pose outputs relative to the Ke expression outputs
     # expression coefficients of the mirrored face: expression[:, flip_expression_perm] (None: unchanged).
     # The synthetic world's is (0, 1, 2, 4, 3): the two eye closures swap (drdpgan.data.world.EXPRESSION_FLIP).
     flip_expression_perm: tuple[int, ...] | None = None
-    channels_last: bool = True
-    grad_clip: float | None = 5.0
-    checkpoint_every: int = 0  # steps between resumable states in out_dir (0: none)
-    num_threads: int | None = None  # torch CPU threads during training (None: leave as is)
 
 
 # --------------------------------------------------------------------------- helpers
