@@ -124,19 +124,23 @@ def benchmark_stylegan2_train(precision: str = "fp32", resolution: int = 64, wid
                               steps: int = 16) -> float:
     """Wall seconds per StyleGAN2 training step (G step, D step, one lazy R1 step per 16, EMA) under
     ``precision`` ("fp32" | "bf16"), measured over ``steps`` steps after ``steps + 1`` warm-up steps,
-    with the trainer itself on a toy dataset (speed does not depend on the images)."""
+    with the trainer itself on a few rendered world faces (speed does not depend on the images)."""
     import csv
     import tempfile
     from pathlib import Path
 
+    from .data.datasets import SyntheticFaceDataset
+    from .data.world import WorldConfig
     from .models.stylegan2 import StyleGAN2Config
-    from .train_stylegan2 import ToyCircles, TrainConfig, train_stylegan2
+    from .train_stylegan2 import TrainConfig, train_stylegan2
 
     gcfg = StyleGAN2Config(resolution=resolution, z_dim=width, w_dim=width, channel_max=width)
     tcfg = TrainConfig(steps=2 * steps + 1, batch_size=batch_size, log_every=steps, sample_every=0,
                        checkpoint_every=0, metric_every=-1, seed=0, precision=precision)
     with tempfile.TemporaryDirectory() as out:
-        train_stylegan2(ToyCircles(max(64, 4 * batch_size), resolution, seed=0), gcfg, tcfg, out, progress=False)
+        faces = SyntheticFaceDataset(WorldConfig(seed=0, image_size=resolution), range(max(8, batch_size // 2)), 8,
+                                     progress=False)
+        train_stylegan2(faces, gcfg, tcfg, out, progress=False)
         with open(Path(out) / "losses.csv", newline="") as f:
             rows = list(csv.DictReader(f))
     return float(rows[1]["sec_per_step"])

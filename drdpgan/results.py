@@ -22,9 +22,9 @@ import numbers
 import os
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from .repro import artifacts_dir, atomic_write_json, project_root, reports_dir
+from .repro import artifacts_dir, atomic_write_json, project_root
 
 #: Documented metric keys. ``<n>`` stands for an integer (ablation experiment 1..7).
 METRIC_KEYS: dict[str, str] = {
@@ -159,9 +159,6 @@ class Recorder:
         atomic_write_json(self.path, self.values)
         return v
 
-    def record_many(self, values: Mapping[str, Any]) -> None:
-        for k, v in values.items():
-            self.record(k, v)
 
 
 def merge_metrics(run_directory: Path) -> dict[str, float]:
@@ -177,12 +174,6 @@ def merge_metrics(run_directory: Path) -> dict[str, float]:
         merged.update(data)
     atomic_write_json(run_directory / "metrics.json", merged)
     return merged
-
-
-def load_metrics(profile: str) -> dict[str, float]:
-    """``reports/<profile>/metrics.json`` as a dict (empty when the profile never ran)."""
-    p = reports_dir(profile) / "metrics.json"
-    return json.loads(p.read_text()) if p.exists() else {}
 
 
 def save_table(df, name: str, profile: str) -> tuple[Path, Path]:

@@ -55,7 +55,7 @@ from .models.prior3d import (
     predict_prior3d,
     r2_per_coefficient,
 )
-from .checkpoints import CheckpointError, load_model, save_checkpoint
+from .checkpoints import save_checkpoint
 from .repro import atomic_torch_save, atomic_write_json, make_generator, seed_everything
 
 __all__ = [
@@ -63,19 +63,15 @@ __all__ = [
     "FaceNetTrainConfig",
     "Prior3DTrainConfig",
     "train_identity_encoder",
-    "load_identity_encoder",
     "train_facenet",
     "train_facenet_classifier",
-    "load_facenet",
     "classifier_accuracy",
     "train_prior3d",
-    "load_prior3d",
     "r2_per_coefficient",
     "pose_flip_consistency",
     "predict_prior3d",
     "augment_batch",
     "dataset_n_classes",
-    "time_train_step",
 ]
 
 
@@ -409,14 +405,6 @@ def train_identity_encoder(
     return encoder.eval(), hist
 
 
-def load_identity_encoder(path) -> IdentityEncoder:
-    """Load ``.../identity_encoder.pt`` (any checkpoint of this kind) through :func:`drdpgan.checkpoints.load_model`."""
-    model, info = load_model(path)
-    if not isinstance(model, IdentityEncoder):
-        raise CheckpointError(f"{path}: holds a {info['kind']}, not a identity_encoder")
-    return model
-
-
 # --------------------------------------------------------------------------- FaceNet evaluator
 
 
@@ -479,14 +467,6 @@ def train_facenet_classifier(
     """
     model, hist = train_facenet(train_dataset, cfg, tcfg, out_dir=out_dir, progress=progress, n_classes=n_classes)
     model.train_history = hist
-    return model
-
-
-def load_facenet(path) -> FaceNetEvaluator:
-    """Load ``.../facenet.pt`` (any checkpoint of this kind) through :func:`drdpgan.checkpoints.load_model`."""
-    model, info = load_model(path)
-    if not isinstance(model, FaceNetEvaluator):
-        raise CheckpointError(f"{path}: holds a {info['kind']}, not a facenet")
     return model
 
 
@@ -560,38 +540,3 @@ def train_prior3d(
                 target_mean=model.target_mean.tolist(), target_std=model.target_std.tolist())
     _save(out_dir, "prior3d", model, hist, extra={"tcfg": asdict(tcfg)})
     return model.eval(), hist
-
-
-def load_prior3d(path) -> Prior3DRegressor:
-    """Load ``.../prior3d.pt`` (any checkpoint of this kind) through :func:`drdpgan.checkpoints.load_model`."""
-    model, info = load_model(path)
-    if not isinstance(model, Prior3DRegressor):
-        raise CheckpointError(f"{path}: holds a {info['kind']}, not a prior3d")
-    return model
-
-
-# --------------------------------------------------------------------------- timing
-
-
-def time_train_step(model: nn.Module, loss_fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
-                    n_steps: int = 3, warmup: int = 1, channels_last: bool = True) -> float:
-    """Median wall time (s) of one SGD step ``loss_fn(images).backward(); opt.step()``.
-
-    For reporting CPU cost honestly (e.g. identity encoder at batch 128, 64 px; FaceNet at
-    batch 32, 96 px). The model's weights change; use a throwaway model.
-    """
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-        images = images.contiguous(memory_format=torch.channels_last)
-    model.train()
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
-    times = []
-    for i in range(warmup + n_steps):
-        t0 = time.perf_counter()
-        loss = loss_fn(images)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return float(np.median(times))

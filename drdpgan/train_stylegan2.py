@@ -68,8 +68,6 @@ __all__ = [
     "d_logistic_loss",
     "EpochSampler",
     "latest_checkpoint",
-    "load_generator",
-    "ToyCircles",
     "save_image_grid",
 ]
 
@@ -269,36 +267,6 @@ def _collate_images(batch: list[Mapping[str, Any]]) -> torch.Tensor:
     return torch.stack([b["image"] if isinstance(b, Mapping) else b[0] for b in batch])  # (B, 3, H, W)
 
 
-class ToyCircles(Dataset):
-    """Synthetic toy faces-stand-in: one coloured disc on a coloured background, in [-1, 1].
-
-    Deterministic per index (seeded), drawn with torch. Yields ``{"image": (3, R, R),
-    "identity": colour class (int), "index": i}`` like the package's face datasets.
-    """
-
-    def __init__(self, n: int = 2048, resolution: int = 32, seed: int = 0, n_colors: int = 6):
-        self.n, self.res, self.seed = n, resolution, seed
-        g = make_generator(seed)
-        palette = torch.tensor([[1, -1, -1], [-1, 1, -1], [-1, -1, 1], [1, 1, -1], [1, -1, 1], [-1, 1, 1],
-                                [1, 1, 1], [0, 0, 0]], dtype=torch.float32)[:n_colors]
-        self.cls = torch.randint(0, n_colors, (n,), generator=g)
-        self.fg = palette[self.cls] * 0.8
-        self.bg = torch.rand(n, 3, generator=g) * 0.6 - 0.3
-        self.center = torch.rand(n, 2, generator=g) * 0.5 + 0.25
-        self.radius = torch.rand(n, generator=g) * 0.15 + 0.15
-        ys, xs = torch.meshgrid(torch.linspace(0, 1, resolution), torch.linspace(0, 1, resolution), indexing="ij")
-        self.grid = torch.stack([xs, ys])  # (2, R, R)
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        d = (self.grid - self.center[i][:, None, None]).square().sum(0).sqrt()  # (R, R)
-        m = torch.sigmoid((self.radius[i] - d) * self.res * 2.0)  # soft disc
-        img = self.bg[i][:, None, None] * (1 - m) + self.fg[i][:, None, None] * m
-        return {"image": img.clamp(-1, 1), "identity": int(self.cls[i]), "index": i}
-
-
 # --------------------------------------------------------------------------- checkpoints / logs
 
 
@@ -313,14 +281,6 @@ def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
         return None
     cks = sorted(d.glob("ckpt_*.pt"))
     return cks[-1] if cks else None
-
-
-def load_generator(path: str | os.PathLike, ema: bool = True) -> StyleGAN2Generator:
-    """Rebuild the (EMA) generator from a checkpoint written by :func:`train_stylegan2`."""
-    ck = torch.load(path, map_location="cpu", weights_only=False)
-    G = StyleGAN2Generator(StyleGAN2Config.from_dict(ck["gcfg"]))
-    G.load_state_dict(ck["G_ema" if ema else "G"])
-    return G.eval()
 
 
 def _rewrite_csv_upto(path: Path, step: int) -> None:

@@ -9,8 +9,7 @@ import torch
 from drdpgan.checkpoints import CheckpointError, load_model, save_drdpgan
 from drdpgan.experiment import ABLATIONS, protocol_split, run_paths, table2_metrics, table3_metrics
 from drdpgan.train_drdpgan import DRDPGANTrainConfig, train_drdpgan
-from drdpgan.train_stylegan2 import ToyCircles
-from toys import RES, tiny_model
+from toys import RES, ToyCircles, tiny_model
 
 
 def test_protocol_split_per_identity():

@@ -6,7 +6,8 @@ import torch
 from drdpgan.models.facenet import FULL_REPEATS, FaceNetConfig, FaceNetEvaluator, classifier_accuracy
 from drdpgan.models.identity import count_parameters
 from drdpgan.repro import seed_everything
-from drdpgan.train_priors import FaceNetTrainConfig, load_facenet, train_facenet, train_facenet_classifier
+from drdpgan.checkpoints import load_model
+from drdpgan.train_priors import FaceNetTrainConfig, train_facenet, train_facenet_classifier
 from toys import ColourWorld
 
 SMALL = FaceNetConfig(input_size=75, repeats=(1, 1, 1))
@@ -66,7 +67,7 @@ def test_tiny_classifier_training_on_colours(tmp_path):
     assert hist["epochs"][-1]["loss"] < hist["epochs"][0]["loss"]
     acc = classifier_accuracy(model, test)
     assert acc >= 0.75
-    loaded = load_facenet(tmp_path / "facenet.pt")
+    loaded, _ = load_model(tmp_path / "facenet.pt")
     assert classifier_accuracy(loaded, test) == acc
 
 

@@ -7,7 +7,8 @@ import torch
 
 from drdpgan.models.identity import ArcFaceHead, IdentityEncoder, IdentityEncoderConfig, count_parameters
 from drdpgan.repro import seed_everything
-from drdpgan.train_priors import IdentityTrainConfig, load_identity_encoder, train_identity_encoder
+from drdpgan.checkpoints import load_model
+from drdpgan.train_priors import IdentityTrainConfig, train_identity_encoder
 from drdpgan.verification import embed, make_pairs, pair_cosines, verification_accuracy
 from toys import ColourWorld
 
@@ -109,6 +110,6 @@ def test_tiny_training_lowers_loss_and_separates_colours(tmp_path):
     # same seed -> same history; checkpoint round trip
     _, hist2 = train_identity_encoder(ds, TINY, tcfg, progress=False)
     assert hist2["step_loss"] == hist["step_loss"]
-    enc2 = load_identity_encoder(tmp_path / "identity_encoder.pt")
+    enc2, _ = load_model(tmp_path / "identity_encoder.pt")
     torch.testing.assert_close(embed(enc2, test), e)
     assert (tmp_path / "identity_encoder_history.json").is_file()

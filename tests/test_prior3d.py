@@ -12,7 +12,8 @@ from drdpgan.models.prior3d import (
     r2_per_coefficient,
 )
 from drdpgan.repro import seed_everything
-from drdpgan.train_priors import Prior3DTrainConfig, load_prior3d, train_prior3d
+from drdpgan.checkpoints import load_model
+from drdpgan.train_priors import Prior3DTrainConfig, train_prior3d
 
 TINY = Prior3DConfig(n_expression=2, working_size=32, stem_width=8, widths=(16, 32), blocks=(1, 1), hidden=64)
 
@@ -88,7 +89,7 @@ def test_training_reaches_r2_and_roundtrip(tmp_path):
     r2 = r2_per_coefficient(model, test)
     assert len(r2["expression"]) == 2 and len(r2["pose"]) == 3
     assert r2["expression_mean"] > 0.5 and r2["pose_mean"] > 0.5, r2
-    loaded = load_prior3d(tmp_path / "prior3d.pt")
+    loaded, _ = load_model(tmp_path / "prior3d.pt")
     assert r2_per_coefficient(loaded, test) == r2
     # wrong Ke is refused with a clear message
     with pytest.raises(ValueError, match="expression coefficients"):

@@ -18,8 +18,8 @@ from drdpgan.train_drdpgan import (
     recover_teacher_forced,
     train_drdpgan,
 )
-from drdpgan.train_stylegan2 import ToyCircles, latest_checkpoint
-from toys import RES, tiny_model
+from drdpgan.train_stylegan2 import latest_checkpoint
+from toys import RES, ToyCircles, tiny_model
 
 def tiny_cfg(**kw) -> DRDPGANTrainConfig:
     base = dict(steps=4, batch_size=2, log_every=1, checkpoint_every=100, r1_every=2, seed=3,

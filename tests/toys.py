@@ -25,6 +25,36 @@ class ColourWorld(torch.utils.data.Dataset):
         return {"image": self.x[i], "identity": torch.tensor(self.labels[i]), "index": i}
 
 
+class ToyCircles(torch.utils.data.Dataset):
+    """Synthetic toy faces-stand-in: one coloured disc on a coloured background, in [-1, 1].
+
+    Deterministic per index (seeded), drawn with torch. Yields ``{"image": (3, R, R),
+    "identity": colour class (int), "index": i}`` like the package's face datasets.
+    """
+
+    def __init__(self, n: int = 2048, resolution: int = 32, seed: int = 0, n_colors: int = 6):
+        self.n, self.res, self.seed = n, resolution, seed
+        g = torch.Generator().manual_seed(seed)
+        palette = torch.tensor([[1, -1, -1], [-1, 1, -1], [-1, -1, 1], [1, 1, -1], [1, -1, 1], [-1, 1, 1],
+                                [1, 1, 1], [0, 0, 0]], dtype=torch.float32)[:n_colors]
+        self.cls = torch.randint(0, n_colors, (n,), generator=g)
+        self.fg = palette[self.cls] * 0.8
+        self.bg = torch.rand(n, 3, generator=g) * 0.6 - 0.3
+        self.center = torch.rand(n, 2, generator=g) * 0.5 + 0.25
+        self.radius = torch.rand(n, generator=g) * 0.15 + 0.15
+        ys, xs = torch.meshgrid(torch.linspace(0, 1, resolution), torch.linspace(0, 1, resolution), indexing="ij")
+        self.grid = torch.stack([xs, ys])  # (2, R, R)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict:
+        d = (self.grid - self.center[i][:, None, None]).square().sum(0).sqrt()  # (R, R)
+        m = torch.sigmoid((self.radius[i] - d) * self.res * 2.0)  # soft disc
+        img = self.bg[i][:, None, None] * (1 - m) + self.fg[i][:, None, None] * m
+        return {"image": img.clamp(-1, 1), "identity": int(self.cls[i]), "index": i}
+
+
 # --------------------------------------------------------------------------- a tiny DR-DPGAN
 
 RES = 32

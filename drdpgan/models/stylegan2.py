@@ -581,11 +581,6 @@ class StyleGAN2Generator(nn.Module):
         return [i for i, lv in enumerate(self.ws_levels) if lv == level]
 
     @torch.no_grad()
-    def mean_w(self, n: int = 4096, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Monte-Carlo mean of w (w_dim,), e.g. to initialise ``w_avg`` of an untrained net."""
-        z = torch.randn(n, self.z_dim, generator=generator)
-        return self.mapping(z)[:, 0].mean(0)
-
     def forward(
         self,
         z: torch.Tensor | None = None,  # (B, z_dim)
