@@ -142,7 +142,9 @@ def _to_uint8_hwc(images) -> np.ndarray:
     if x.dim() != 4 or x.shape[1] != 3:
         raise ValueError(f"expected (B,3,H,W) images, got shape {tuple(x.shape)}")
     if x.dtype != torch.uint8:
-        x = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        from .data.datasets import float_to_uint8
+
+        x = float_to_uint8(x.float())
     return np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy())
 
 
@@ -250,13 +252,10 @@ def match_rate(orig_desc, other_desc, threshold: float = DLIB_THRESHOLD) -> floa
 
 
 def cosines(a, b) -> np.ndarray:
-    """Row-wise cosine similarity of two descriptor arrays -> float64 ``(N,)``."""
-    a, b = _np(a), _np(b)
-    if a.shape != b.shape:
-        raise ValueError(f"shape mismatch {a.shape} vs {b.shape}")
-    a = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
-    b = b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12)
-    return np.sum(a * b, axis=-1)
+    """Row-wise cosine similarity of two descriptor arrays -> float64 ``(N,)`` (:func:`drdpgan.evaluate.cosine`)."""
+    from .evaluate import cosine
+
+    return cosine(_np(a), _np(b))
 
 
 # --------------------------------------------------------------------------- LFW sanity check

@@ -217,7 +217,9 @@ def protocol_split(labels, test_fraction: float = 0.4, max_identities: int = 0, 
 def as_saved_image(x: torch.Tensor) -> torch.Tensor:
     """What survives writing ``x`` (in [-1, 1]) to an 8-bit PNG and reading it back: clamped to
     [-1, 1] and rounded to the 256 levels per channel."""
-    return ((x.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
+    from .data.datasets import float_to_uint8, uint8_to_float
+
+    return uint8_to_float(float_to_uint8(x))
 
 
 @torch.no_grad()

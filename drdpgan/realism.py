@@ -56,7 +56,9 @@ def frame_for_detection(images: torch.Tensor, size: int = 160, border: float = 0
     pad = int(round(border * size))
     if pad > 0:
         x = F.pad(x, (pad, pad, pad, pad), mode="replicate")
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    from .data.datasets import float_to_uint8
+
+    return float_to_uint8(x).permute(0, 2, 3, 1).numpy()
 
 
 _MTCNN = None

@@ -220,7 +220,9 @@ def save_image_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int = 4
     ``torchvision.utils.save_image`` without importing torchvision, which is slow to import)."""
     from PIL import Image
 
-    x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+    from .data.datasets import float_to_uint8
+
+    x = float_to_uint8(images.detach().float()).cpu()
     n, c, h, w = x.shape
     ncol = min(nrow, n)
     nrows = (n + ncol - 1) // ncol
