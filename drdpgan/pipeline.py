@@ -79,7 +79,32 @@ def declared_parameters(path: Path) -> dict[str, Any]:
     if len(tagged) != 1:
         raise PipelineError(f"{path.name}: {len(tagged)} cells tagged 'parameters' (exactly one is required)")
     info = pm.inspect_notebook(str(path))
-    return {name: spec.get("default") for name, spec in info.items()}
+    declared = {name: spec.get("default") for name, spec in info.items()}
+    check_against_library(path, declared)
+    return declared
+
+
+def check_against_library(path: Path, declared: dict[str, Any]) -> None:
+    """A package notebook's ``parameters`` cell must repeat :mod:`drdpgan.notebook_params` exactly
+    (names, order and values): the library is where the defaults live."""
+    import ast
+
+    from .notebook_params import NOTEBOOK_PARAMS, defaults
+
+    if path.stem not in NOTEBOOK_PARAMS:
+        return
+    lib = defaults(path.stem)
+    if list(declared) != list(lib):
+        raise PipelineError(f"{path.name}: parameters {list(declared)} differ from drdpgan.notebook_params "
+                            f"{list(lib)}; edit both together")
+    for name, src in declared.items():
+        try:
+            value = ast.literal_eval(src)
+        except (ValueError, SyntaxError):
+            raise PipelineError(f"{path.name}: parameter {name} = {src!r} is not a literal") from None
+        if value != lib[name] or type(value) is not type(lib[name]):
+            raise PipelineError(f"{path.name}: parameter {name} = {value!r}, but drdpgan.notebook_params says "
+                                f"{lib[name]!r}; edit both together")
 
 
 def resolve_parameters(profile: Profile, nb_path: Path) -> dict[str, Any]:

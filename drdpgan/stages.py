@@ -9,9 +9,7 @@ either finds what the earlier one built or builds it, with a progress bar.
 
 from __future__ import annotations
 
-import ast
 import os
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -19,30 +17,13 @@ from .config import get_profile
 from .repro import ArtifactCache, project_root
 
 
-@lru_cache(maxsize=None)
-def _declared_defaults(nb_path: str) -> dict[str, Any]:
-    import papermill as pm
-
-    out = {}
-    for name, spec in pm.inspect_notebook(nb_path).items():
-        src = spec.get("default")
-        try:
-            out[name] = ast.literal_eval(src)
-        except (ValueError, SyntaxError) as e:
-            raise ValueError(f"{nb_path}: parameter {name} = {src!r} is not a literal") from e
-    return out
-
-
-def notebook_path(stem: str) -> Path:
-    p = project_root() / "notebooks" / f"{stem}.ipynb"
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: no such notebook")
-    return p
-
-
 def notebook_params(stem: str, profile: str) -> dict[str, Any]:
-    """The full parameters notebook ``stem`` runs with under ``profile`` (its defaults + overrides)."""
-    defaults = dict(_declared_defaults(str(notebook_path(stem))))
+    """The full parameters notebook ``stem`` runs with under ``profile``: the library's defaults
+    (:mod:`drdpgan.notebook_params`, which the notebook's ``parameters`` cell repeats) + the profile's
+    overrides. Needs neither ``notebooks/`` nor Papermill."""
+    from .notebook_params import defaults as library_defaults
+
+    defaults = library_defaults(stem)
     overrides = get_profile(profile).overrides_for(stem, set(defaults))
     unknown = set(overrides) - set(defaults)
     if unknown:
@@ -185,7 +166,9 @@ def face_data(params: dict[str, Any] | str, progress: bool = True) -> dict[str, 
 def collect(stem: str, namespace: dict[str, Any]) -> dict[str, Any]:
     """A notebook's parameters as it runs: the names its ``parameters`` cell declares, read from
     ``namespace`` (``globals()`` in the notebook: injected or edited values included)."""
-    names = _declared_defaults(str(notebook_path(stem)))
+    from .notebook_params import names as declared
+
+    names = declared(stem)
     missing = [n for n in names if n not in namespace]
     if missing:
         raise NameError(f"{stem}: parameters {missing} are not defined; run the parameters cell first")
