@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .notebook_params import derived_seed
 from .repro import ArtifactCache, atomic_torch_save, atomic_write_json, make_generator
 
 __all__ = [
@@ -112,7 +113,7 @@ def pretrained_code(profile: str, p: Mapping[str, Any], model_cfg, progress: boo
     seed = int(p["seed"])
     bcfg = BinaryCodeConfig(identity_dim=model_cfg.identity_dim, code_bits=model_cfg.code_bits,
                             hidden_dim=model_cfg.binary_hidden, decoder_hidden=model_cfg.binary_hidden)
-    tcfg = CodeTrainConfig(seed=seed + 7, steps=int(p["code_steps"]), batch_size=int(p["code_batch_size"]))
+    tcfg = CodeTrainConfig(seed=derived_seed(seed, "code_mapping"), steps=int(p["code_steps"]), batch_size=int(p["code_batch_size"]))
     key = {"priors": stages.prior_params(profile), "bcfg": bcfg.__dict__, "tcfg": tcfg.__dict__}
 
     def build(d: Path) -> None:
@@ -362,7 +363,7 @@ def ablation_result(profile: str, experiment_no: int, seed: int, train_steps: in
     cls = table1_classifier_protocol(
         out["recovered"], torch.as_tensor(out["protected_labels"]),
         (out["test_images"], torch.as_tensor(out["test_labels"])), n_classes, cfg=ccfg, tcfg=tcfg,
-        seed=int(p12["seed"]) + 31)
+        seed=derived_seed(p12["seed"], "table4_classifier"))
     res = {"experiment": int(experiment_no), "seed": int(seed), "train_steps": int(train_steps),
            **{k: bool(v) for k, v in ABLATIONS[int(experiment_no)].items()},
            "rec_cos": t2["rec.cos"], "anon_cos": t2["anon.cos"], "rec_psnr": t2["rec.psnr"],

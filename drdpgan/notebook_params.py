@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-__all__ = ["NOTEBOOK_PARAMS", "defaults", "names"]
+__all__ = ["NOTEBOOK_PARAMS", "defaults", "names", "SEED_OFFSETS", "derived_seed"]
 
 
 
@@ -292,3 +292,20 @@ def defaults(stem: str) -> dict[str, Any]:
     """Notebook ``stem``'s default parameters (fresh copies of list values)."""
     obj = _cls(stem)()
     return {f.name: getattr(obj, f.name) for f in fields(obj)}
+
+
+#: Offsets added to a run's ``seed`` so that its independent random streams never share a seed
+#: (the values are historical; changing one changes every number that depends on the stream).
+SEED_OFFSETS: dict[str, int] = {
+    "test_pairs": 1,  # verification test pairs, drawn apart from the calibration pairs
+    "prior3d": 2,  # the 3D prior's training (notebook 03)
+    "code_mapping": 7,  # pretraining of the binary code mapping (notebook 09, stage 1)
+    "table4_classifier": 31,  # the Table 1 classifiers of the Table 4 runs (notebook 13)
+    "evaluator": 101,  # the FaceNet evaluator's training (notebook 02)
+    "evaluator_split": 202,  # the evaluator's own split of the training identities
+}
+
+
+def derived_seed(seed: int, stream: str) -> int:
+    """``seed + SEED_OFFSETS[stream]``."""
+    return int(seed) + SEED_OFFSETS[stream]

@@ -33,6 +33,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from .notebook_params import derived_seed
 from .repro import artifacts_root, project_root
 
 __all__ = ["STYLEGAN2_RECIPES", "PRIOR_RECIPES", "work_dir", "record_provenance", "pretrain_stylegan2",
@@ -291,7 +292,7 @@ def pretrain_prior(network: str, profile: str, progress: bool = True) -> dict[st
         cfg = FaceNetConfig(input_size=int(p02["eval_input_size"]), repeats=tuple(p02["eval_repeats"]))
         train = data["train"]
         # the evaluator's own split of the training identities (as notebook 02), another seed
-        rng = np.random.default_rng(seed + 202)
+        rng = np.random.default_rng(derived_seed(seed, "evaluator_split"))
         keep = rng.permutation(train.n_identities)[: int(round(train.n_identities * float(p02["eval_identity_fraction"])))]
         subset = LabeledSubset(train, np.flatnonzero(np.isin(train.labels, keep)), relabel=True)
         model, hist = train_facenet(subset, cfg, r["evaluator"], out_dir=state, progress=progress)
@@ -356,7 +357,7 @@ def _pretrain_real_recognizer(network: str, profile: str, r: dict[str, Any], out
                                              progress=progress, init_state=init)
     elif network == "evaluator":
         train = data["train"]
-        rng = np.random.default_rng(seed + 202)
+        rng = np.random.default_rng(derived_seed(seed, "evaluator_split"))
         keep = rng.permutation(train.n_identities)[: int(round(train.n_identities * float(p02["eval_identity_fraction"])))]
         subset = LabeledSubset(train, np.flatnonzero(np.isin(train.labels, keep)), relabel=True)
         cfg = FaceNetConfig(input_size=int(p02["eval_input_size"]), repeats=tuple(p02["eval_repeats"]))
@@ -415,7 +416,6 @@ def check_set(profile: str):
 
 def check_metric(network: str, model, data) -> tuple[str, float]:
     """``(name, value)`` of the one metric re-measured per shipped network on :func:`check_set`."""
-    import numpy as np
     from sklearn.metrics import roc_auc_score
 
     from .verification import embed, make_pairs, pair_cosines

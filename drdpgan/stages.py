@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import get_profile
+from .notebook_params import derived_seed
 from .repro import ArtifactCache, project_root
 
 
@@ -258,7 +259,7 @@ def verification_report(model, train, heldout, n_pairs: int, seed: int, band=(0.
     emb_tr, emb_ho = embed(model, train), embed(model, heldout)
     ca, cb, cs = make_pairs(train.labels, n_pairs, n_pairs, seed=seed)
     if lfw_pairs is None:
-        ta, tb, ts = make_pairs(heldout.labels, n_pairs, n_pairs, seed=seed + 1)
+        ta, tb, ts = make_pairs(heldout.labels, n_pairs, n_pairs, seed=derived_seed(seed, "test_pairs"))
     else:
         ta, tb, ts = (np.asarray(v) for v in lfw_pairs)
     cos_cal, cos_test = pair_cosines(emb_tr, ca, cb), pair_cosines(emb_ho, ta, tb)
@@ -334,7 +335,7 @@ def facenet_evaluator(params: dict[str, Any] | str, progress: bool = True):
         return _shipped(p["profile"], "evaluator")
     p01 = notebook_params("01_data", p["profile"])
     cfg = FaceNetConfig(input_size=int(p["eval_input_size"]), repeats=tuple(p["eval_repeats"]))
-    tcfg = FaceNetTrainConfig(seed=int(p["seed"]) + 101, epochs=int(p["eval_epochs"]),
+    tcfg = FaceNetTrainConfig(seed=derived_seed(p["seed"], "evaluator"), epochs=int(p["eval_epochs"]),
                               batch_size=int(p["eval_batch_size"]), lr=float(p["eval_lr"]))
     key = {"data": _data_key(p01), "cfg": cfg.__dict__, "tcfg": tcfg.__dict__,
            "fraction": p["eval_identity_fraction"], "verif_pairs": p["verif_pairs"]}
@@ -343,7 +344,7 @@ def facenet_evaluator(params: dict[str, Any] | str, progress: bool = True):
         _set_threads(p["num_threads"])
         data = face_data(p01, progress)
         train = data["train"]
-        rng = np.random.default_rng(int(p["seed"]) + 202)
+        rng = np.random.default_rng(derived_seed(p["seed"], "evaluator_split"))
         ids = rng.permutation(train.n_identities)[: max(2, int(round(train.n_identities * float(p["eval_identity_fraction"]))))]
         subset = LabeledSubset(train, np.flatnonzero(np.isin(train.labels, ids)), relabel=True)
         model, hist = train_facenet(subset, cfg, tcfg, out_dir=d, progress=progress)
@@ -370,7 +371,7 @@ def prior3d(params: dict[str, Any] | str, progress: bool = True):
         return _shipped(p["profile"], "prior3d")
     p01 = {**notebook_params("01_data", p["profile"]), "dataset": "synthetic"}
     cfg = Prior3DConfig(working_size=int(p["working_size"]))
-    tcfg = Prior3DTrainConfig(seed=int(p["seed"]) + 2, epochs=int(p["epochs"]), batch_size=int(p["batch_size"]),
+    tcfg = Prior3DTrainConfig(seed=derived_seed(p["seed"], "prior3d"), epochs=int(p["epochs"]), batch_size=int(p["batch_size"]),
                               lr=float(p["lr"]))
     key = {"data": _data_key(p01), "cfg": cfg.__dict__, "tcfg": tcfg.__dict__}
 

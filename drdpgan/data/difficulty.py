@@ -38,6 +38,7 @@ def eigenface_verification(
     """
     from sklearn.decomposition import PCA
 
+    from ..notebook_params import derived_seed
     from ..verification import accuracy_at, make_pairs, pair_cosines, verification_accuracy
 
     def flat(x):
@@ -55,7 +56,7 @@ def eigenface_verification(
 
     Ztr, Zte = embed(Xtr), embed(Xte)
     ca, cb, cs = make_pairs(ytr, n_pairs, n_pairs, seed=seed)
-    ta, tb, ts = make_pairs(yte, n_pairs, n_pairs, seed=seed + 1)
+    ta, tb, ts = make_pairs(yte, n_pairs, n_pairs, seed=derived_seed(seed, "test_pairs"))
     cal = pair_cosines(Ztr, ca, cb)
     s = pair_cosines(Zte, ta, tb)
     ver = verification_accuracy(s, ts, cal, cs)
