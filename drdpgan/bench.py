@@ -48,19 +48,18 @@ def profile_model(profile: str, resolution: int, seed: int = 0):
     Throughput does not depend on the weights, so nothing is trained or loaded."""
     from . import stages
     from .models.drdpgan import assemble
-    from .models.identity import IdentityEncoder, IdentityEncoderConfig
-    from .models.prior3d import Prior3DConfig, Prior3DRegressor
-    from .models.stylegan2 import StyleGAN2Config, StyleGAN2Generator
+    from .models.identity import IdentityEncoder
+    from .models.prior3d import Prior3DRegressor
+    from .models.stylegan2 import StyleGAN2Generator
+    from .notebook_params import identity_encoder_config, prior3d_config, stylegan2_config
 
-    p02 = stages.notebook_params("02_identity_encoder", profile)
-    p03 = stages.notebook_params("03_prior3d", profile)
-    p04 = stages.notebook_params("04_stylegan2", profile)
+    p = {stem: stages.notebook_params(stem, profile) for stem in ("01_data", "02_identity_encoder", "03_prior3d",
+                                                                   "04_stylegan2")}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        g = StyleGAN2Generator(StyleGAN2Config(resolution=resolution, z_dim=int(p04["w_dim"]), w_dim=int(p04["w_dim"]),
-                                               channel_max=int(p04["channel_max"])))
-        enc = IdentityEncoder(IdentityEncoderConfig(widths=tuple(p02["id_widths"]), layers=tuple(p02["id_layers"])))
-        return assemble(g, enc, Prior3DRegressor(Prior3DConfig(working_size=int(p03["working_size"])))).eval()
+        g = StyleGAN2Generator(stylegan2_config(p["01_data"], p["04_stylegan2"], resolution))
+        enc = IdentityEncoder(identity_encoder_config(p["02_identity_encoder"]))
+        return assemble(g, enc, Prior3DRegressor(prior3d_config(p["03_prior3d"]))).eval()
 
 
 def _images_per_s(fn, x: torch.Tensor, repeats: int) -> float:

@@ -309,3 +309,67 @@ SEED_OFFSETS: dict[str, int] = {
 def derived_seed(seed: int, stream: str) -> int:
     """``seed + SEED_OFFSETS[stream]``."""
     return int(seed) + SEED_OFFSETS[stream]
+
+
+# --------------------------------------------------------------------------- parameters -> configs
+# The one translator from a notebook's flat parameters to the library's typed configs; every
+# caller (stages, pretraining, benchmarks) builds the networks of a profile through these.
+
+
+def identity_encoder_config(p02: dict[str, Any]):
+    """Notebook 02 -> :class:`~drdpgan.models.identity.IdentityEncoderConfig`."""
+    from .models.identity import IdentityEncoderConfig
+
+    return IdentityEncoderConfig(widths=tuple(p02["id_widths"]), layers=tuple(p02["id_layers"]))
+
+
+def identity_train_config(p02: dict[str, Any]):
+    from .train_priors import IdentityTrainConfig
+
+    return IdentityTrainConfig(seed=int(p02["seed"]), epochs=int(p02["id_epochs"]), batch_size=int(p02["id_batch_size"]),
+                               lr=float(p02["id_lr"]), margin_warmup_steps=int(p02["id_margin_warmup"]))
+
+
+def evaluator_config(p02: dict[str, Any]):
+    """Notebook 02 -> :class:`~drdpgan.models.facenet.FaceNetConfig` of the independent evaluator."""
+    from .models.facenet import FaceNetConfig
+
+    return FaceNetConfig(input_size=int(p02["eval_input_size"]), repeats=tuple(p02["eval_repeats"]))
+
+
+def evaluator_train_config(p02: dict[str, Any]):
+    from .train_priors import FaceNetTrainConfig
+
+    return FaceNetTrainConfig(seed=derived_seed(p02["seed"], "evaluator"), epochs=int(p02["eval_epochs"]),
+                              batch_size=int(p02["eval_batch_size"]), lr=float(p02["eval_lr"]))
+
+
+def prior3d_config(p03: dict[str, Any]):
+    """Notebook 03 -> :class:`~drdpgan.models.prior3d.Prior3DConfig`."""
+    from .models.prior3d import Prior3DConfig
+
+    return Prior3DConfig(working_size=int(p03["working_size"]))
+
+
+def prior3d_train_config(p03: dict[str, Any]):
+    from .train_priors import Prior3DTrainConfig
+
+    return Prior3DTrainConfig(seed=derived_seed(p03["seed"], "prior3d"), epochs=int(p03["epochs"]),
+                              batch_size=int(p03["batch_size"]), lr=float(p03["lr"]))
+
+
+def stylegan2_config(p01: dict[str, Any], p04: dict[str, Any], resolution: int | None = None):
+    """Notebooks 01 (image size) and 04 -> :class:`~drdpgan.models.stylegan2.StyleGAN2Config`."""
+    from .models.stylegan2 import StyleGAN2Config
+
+    return StyleGAN2Config(resolution=int(resolution or p01["image_size"]), z_dim=int(p04["w_dim"]),
+                           w_dim=int(p04["w_dim"]), channel_max=int(p04["channel_max"]))
+
+
+def stylegan2_train_config(p04: dict[str, Any]):
+    from .train_stylegan2 import TrainConfig
+
+    return TrainConfig(steps=int(p04["steps"]), batch_size=int(p04["batch_size"]), lr=float(p04["lr"]),
+                       seed=int(p04["seed"]), sample_every=int(p04["sample_every"]),
+                       checkpoint_every=int(p04["sample_every"]), metric_every=int(p04["sample_every"]),
+                       metric_num=int(p04["metric_num"]), log_every=10)

@@ -33,7 +33,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .notebook_params import derived_seed
+from .notebook_params import derived_seed, evaluator_config, identity_encoder_config, prior3d_config, stylegan2_config
 from .repro import artifacts_root, project_root
 
 __all__ = ["STYLEGAN2_RECIPES", "PRIOR_RECIPES", "work_dir", "record_provenance", "pretrain_stylegan2",
@@ -146,7 +146,6 @@ def record_provenance(out: Path, event: dict[str, Any]) -> dict[str, Any]:
 def pretrain_stylegan2(profile: str, steps: int | None = None, progress: bool = True):
     """Train (or resume) the profile's StyleGAN2 with its pretraining recipe."""
     from . import stages
-    from .models.stylegan2 import StyleGAN2Config
     from .train_stylegan2 import latest_checkpoint, train_stylegan2
 
     if profile not in STYLEGAN2_RECIPES:
@@ -154,8 +153,7 @@ def pretrain_stylegan2(profile: str, steps: int | None = None, progress: bool = 
                          f"known: {sorted(STYLEGAN2_RECIPES)}")
     p01 = stages.notebook_params("01_data", profile)
     p04 = stages.notebook_params("04_stylegan2", profile)
-    gcfg = StyleGAN2Config(resolution=int(p01["image_size"]), z_dim=int(p04["w_dim"]), w_dim=int(p04["w_dim"]),
-                           channel_max=int(p04["channel_max"]))
+    gcfg = stylegan2_config(p01, p04)
     tcfg = STYLEGAN2_RECIPES[profile]
     if steps is not None:
         tcfg = replace(tcfg, steps=int(steps))
@@ -262,9 +260,7 @@ def pretrain_prior(network: str, profile: str, progress: bool = True) -> dict[st
     from . import stages
     from .checkpoints import save_checkpoint
     from .data.datasets import LabeledSubset
-    from .models.facenet import FaceNetConfig
-    from .models.identity import IdentityEncoderConfig
-    from .models.prior3d import Prior3DConfig, r2_per_coefficient
+    from .models.prior3d import r2_per_coefficient
     from .train_priors import train_facenet, train_identity_encoder, train_prior3d
 
     if profile not in PRIOR_RECIPES:
@@ -284,12 +280,12 @@ def pretrain_prior(network: str, profile: str, progress: bool = True) -> dict[st
     t0 = time.time()
     seed = int(p02["seed"])
     if network == "identity":
-        cfg = IdentityEncoderConfig(widths=tuple(p02["id_widths"]), layers=tuple(p02["id_layers"]))
+        cfg = identity_encoder_config(p02)
         model, hist = train_identity_encoder(data["train"], cfg, r["identity"], out_dir=state, progress=progress)
         rep = stages.verification_report(model, data["profile_train"], data["heldout"], int(p02["verif_pairs"]), seed)
         metrics = {"identity.verif_acc": rep["acc"], "identity.roc_auc": rep["auc"]}
     elif network == "evaluator":
-        cfg = FaceNetConfig(input_size=int(p02["eval_input_size"]), repeats=tuple(p02["eval_repeats"]))
+        cfg = evaluator_config(p02)
         train = data["train"]
         # the evaluator's own split of the training identities (as notebook 02), another seed
         rng = np.random.default_rng(derived_seed(seed, "evaluator_split"))
@@ -299,7 +295,7 @@ def pretrain_prior(network: str, profile: str, progress: bool = True) -> dict[st
         rep = stages.verification_report(model, data["profile_train"], data["heldout"], int(p02["verif_pairs"]), seed)
         metrics = {"evaluator.verif_acc": rep["acc"], "evaluator.roc_auc": rep["auc"]}
     elif network == "prior3d":
-        cfg = Prior3DConfig(working_size=int(p03["working_size"]))
+        cfg = prior3d_config(p03)
         model, hist = train_prior3d(data["train"], cfg, r["prior3d"], out_dir=state, progress=progress)
         r2 = r2_per_coefficient(model, data["heldout"])
         metrics = {"prior3d.r2_expression": r2["expression_mean"], "prior3d.r2_pose": r2["pose_mean"],
@@ -338,8 +334,6 @@ def _pretrain_real_recognizer(network: str, profile: str, r: dict[str, Any], out
     from . import stages
     from .checkpoints import save_checkpoint
     from .data.datasets import LabeledSubset
-    from .models.facenet import FaceNetConfig
-    from .models.identity import IdentityEncoderConfig
     from .repro import atomic_write_json
     from .train_priors import train_facenet, train_identity_encoder
 
@@ -352,7 +346,7 @@ def _pretrain_real_recognizer(network: str, profile: str, r: dict[str, Any], out
     t0, seed = time.time(), int(p02["seed"])
     pairs = stages.lfw_test_pairs(p01, data["heldout"])
     if network == "identity":
-        cfg = IdentityEncoderConfig(widths=tuple(p02["id_widths"]), layers=tuple(p02["id_layers"]))
+        cfg = identity_encoder_config(p02)
         model, hist = train_identity_encoder(data["train"], cfg, r["identity"], out_dir=out / "state",
                                              progress=progress, init_state=init)
     elif network == "evaluator":
@@ -360,7 +354,7 @@ def _pretrain_real_recognizer(network: str, profile: str, r: dict[str, Any], out
         rng = np.random.default_rng(derived_seed(seed, "evaluator_split"))
         keep = rng.permutation(train.n_identities)[: int(round(train.n_identities * float(p02["eval_identity_fraction"])))]
         subset = LabeledSubset(train, np.flatnonzero(np.isin(train.labels, keep)), relabel=True)
-        cfg = FaceNetConfig(input_size=int(p02["eval_input_size"]), repeats=tuple(p02["eval_repeats"]))
+        cfg = evaluator_config(p02)
         model, hist = train_facenet(subset, cfg, r["evaluator"], out_dir=out / "state", progress=progress,
                                     init_state=init)
     else:
@@ -378,7 +372,6 @@ def _pretrain_real_prior3d(profile: str, r: dict[str, Any], out: Path, progress:
     from . import stages
     from .checkpoints import save_checkpoint
     from .data.datasets import CoefficientFaces
-    from .models.prior3d import Prior3DConfig
     from .repro import atomic_write_json
     from .train_priors import train_prior3d
 
@@ -390,7 +383,7 @@ def _pretrain_real_prior3d(profile: str, r: dict[str, Any], out: Path, progress:
                             "n_real": len(real), "resumed": (out / "state" / "train_state.pt").is_file()})
     p03 = stages.notebook_params("03_prior3d", profile)
     t0 = time.time()
-    model, hist = train_prior3d(train, Prior3DConfig(working_size=int(p03["working_size"])), r["prior3d"],
+    model, hist = train_prior3d(train, prior3d_config(p03), r["prior3d"],
                                 out_dir=out / "state", progress=progress)
     metrics = measure_real_prior3d(model, profile, progress)
     metrics.update({"steps": hist["steps"], "images_seen": hist["steps"] * r["prior3d"].batch_size,

@@ -14,7 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from .config import get_profile
-from .notebook_params import derived_seed
+from .notebook_params import (
+    derived_seed,
+    evaluator_config,
+    evaluator_train_config,
+    identity_encoder_config,
+    identity_train_config,
+    prior3d_config,
+    prior3d_train_config,
+    stylegan2_config,
+    stylegan2_train_config,
+)
 from .repro import ArtifactCache, project_root
 
 
@@ -290,16 +300,13 @@ def lfw_test_pairs(p01: dict[str, Any], heldout) -> tuple | None:
 def identity_encoder(params: dict[str, Any] | str, progress: bool = True):
     """E_Arcface of the profile (notebook 02): ``(encoder, info)``; trained and cached when missing."""
     from .checkpoints import load_model
-    from .models.identity import IdentityEncoderConfig
-    from .train_priors import IdentityTrainConfig, train_identity_encoder
+    from .train_priors import train_identity_encoder
 
     p = _params(params, "02_identity_encoder")
     if prior_mode(p) == "shipped":
         return _shipped(p["profile"], "identity")
     p01 = notebook_params("01_data", p["profile"])
-    cfg = IdentityEncoderConfig(widths=tuple(p["id_widths"]), layers=tuple(p["id_layers"]))
-    tcfg = IdentityTrainConfig(seed=int(p["seed"]), epochs=int(p["id_epochs"]), batch_size=int(p["id_batch_size"]),
-                               lr=float(p["id_lr"]), margin_warmup_steps=int(p["id_margin_warmup"]))
+    cfg, tcfg = identity_encoder_config(p), identity_train_config(p)
     key = {"data": _data_key(p01), "cfg": cfg.__dict__, "tcfg": tcfg.__dict__, "verif_pairs": p["verif_pairs"]}
 
     def build(d):
@@ -327,16 +334,13 @@ def facenet_evaluator(params: dict[str, Any] | str, progress: bool = True):
 
     from .checkpoints import load_model
     from .data.datasets import LabeledSubset
-    from .models.facenet import FaceNetConfig
-    from .train_priors import FaceNetTrainConfig, train_facenet
+    from .train_priors import train_facenet
 
     p = _params(params, "02_identity_encoder")
     if prior_mode(p) == "shipped":
         return _shipped(p["profile"], "evaluator")
     p01 = notebook_params("01_data", p["profile"])
-    cfg = FaceNetConfig(input_size=int(p["eval_input_size"]), repeats=tuple(p["eval_repeats"]))
-    tcfg = FaceNetTrainConfig(seed=derived_seed(p["seed"], "evaluator"), epochs=int(p["eval_epochs"]),
-                              batch_size=int(p["eval_batch_size"]), lr=float(p["eval_lr"]))
+    cfg, tcfg = evaluator_config(p), evaluator_train_config(p)
     key = {"data": _data_key(p01), "cfg": cfg.__dict__, "tcfg": tcfg.__dict__,
            "fraction": p["eval_identity_fraction"], "verif_pairs": p["verif_pairs"]}
 
@@ -363,16 +367,14 @@ def prior3d(params: dict[str, Any] | str, progress: bool = True):
     """The 3D prior (notebook 03): trained on the synthetic world's coefficients, whatever the profile's
     faces are (real faces carry no ground-truth 3D coefficients)."""
     from .checkpoints import load_model, save_checkpoint
-    from .models.prior3d import Prior3DConfig, r2_per_coefficient
-    from .train_priors import Prior3DTrainConfig, train_prior3d
+    from .models.prior3d import r2_per_coefficient
+    from .train_priors import train_prior3d
 
     p = _params(params, "03_prior3d")
     if prior_mode(p) == "shipped":
         return _shipped(p["profile"], "prior3d")
     p01 = {**notebook_params("01_data", p["profile"]), "dataset": "synthetic"}
-    cfg = Prior3DConfig(working_size=int(p["working_size"]))
-    tcfg = Prior3DTrainConfig(seed=derived_seed(p["seed"], "prior3d"), epochs=int(p["epochs"]), batch_size=int(p["batch_size"]),
-                              lr=float(p["lr"]))
+    cfg, tcfg = prior3d_config(p), prior3d_train_config(p)
     key = {"data": _data_key(p01), "cfg": cfg.__dict__, "tcfg": tcfg.__dict__}
 
     def build(d):
@@ -394,18 +396,13 @@ def stylegan2(params: dict[str, Any] | str, progress: bool = True):
     import json
 
     from .checkpoints import load_model, save_checkpoint
-    from .models.stylegan2 import StyleGAN2Config
-    from .train_stylegan2 import TrainConfig, train_stylegan2
+    from .train_stylegan2 import train_stylegan2
 
     p = _params(params, "04_stylegan2")
     if prior_mode(p) == "shipped":
         return _shipped(p["profile"], "stylegan2")
     p01 = notebook_params("01_data", p["profile"])
-    gcfg = StyleGAN2Config(resolution=int(p01["image_size"]), z_dim=int(p["w_dim"]), w_dim=int(p["w_dim"]),
-                           channel_max=int(p["channel_max"]))
-    tcfg = TrainConfig(steps=int(p["steps"]), batch_size=int(p["batch_size"]), lr=float(p["lr"]),
-                       seed=int(p["seed"]), sample_every=int(p["sample_every"]), checkpoint_every=int(p["sample_every"]),
-                       metric_every=int(p["sample_every"]), metric_num=int(p["metric_num"]), log_every=10)
+    gcfg, tcfg = stylegan2_config(p01, p), stylegan2_train_config(p)
     key = {"data": _data_key(p01), "gcfg": gcfg.to_dict(), "tcfg": tcfg.__dict__,
            "features": "identity_encoder" if p["frechet_features"] == "identity" else "pixel8"}
     cache = ArtifactCache(p["profile"])
