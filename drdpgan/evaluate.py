@@ -35,7 +35,6 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from .models.binary_code import bit_error_rate, float_mse
@@ -111,19 +110,14 @@ def psnr(a, b, data_range: float = 1.0, unit_range: bool = False, reduction: str
     ``PSNR_i = 10 log10(data_range^2 / MSE_i)``; the result is the **mean of the per-image
     PSNRs** (not the PSNR of the mean MSE, which is lower by Jensen's inequality). An identical
     pair (``MSE_i = 0``) is capped at ``max_db`` (default 100 dB) so the mean stays finite.
-    Example: a constant offset of 0.1 in ``[0, 1]`` gives exactly 20 dB.
+    Example: a constant offset of 0.1 in ``[0, 1]`` gives exactly 20 dB. Computed with
+    ``torchmetrics.functional.image.peak_signal_noise_ratio`` per image.
     """
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
     x, y = _pair(a, b, unit_range)
-    mse = ((x - y) ** 2).flatten(1).mean(1)
-    floor = data_range**2 / 10 ** (max_db / 10)
-    v = 10.0 * torch.log10(data_range**2 / mse.clamp_min(floor))
-    return _reduce(v, reduction)
-
-
-def _gaussian_kernel(size: int, sigma: float) -> torch.Tensor:
-    c = torch.arange(size, dtype=torch.float64) - (size - 1) / 2.0
-    g = torch.exp(-(c**2) / (2.0 * sigma**2))
-    return g / g.sum()
+    v = peak_signal_noise_ratio(x, y, data_range=data_range, reduction="none", dim=(1, 2, 3))  # (B,)
+    return _reduce(v.clamp(max=max_db), reduction)
 
 
 def ssim(a, b, data_range: float = 1.0, unit_range: bool = False, reduction: str = "mean",
@@ -140,31 +134,22 @@ def ssim(a, b, data_range: float = 1.0, unit_range: bool = False, reduction: str
     This is the convention of Wang et al.'s reference MATLAB code (``filter2(..., 'valid')``) and
     of ``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
     use_sample_covariance=False, data_range=1)`` (reflect-filtered, then the 5-px border
-    cropped before averaging = valid positions; equal to 1e-15 with scikit-image 0.26.0, a pinned
-    value is in the tests). ``torchmetrics`` 1.9's
-    ``structural_similarity_index_measure`` computes the same map but averages it over the
-    whole reflect-padded image, borders included, so its value differs slightly (~1e-3 on
-    40 px noisy images); the test suite checks that our value equals torchmetrics' full map
-    with the border cropped. Images smaller than the window are refused.
+    cropped before averaging = valid positions; a pinned value is in the tests). Computed with
+    ``torchmetrics`` 1.9's ``structural_similarity_index_measure``, whose full map is cropped by
+    half a window before averaging (torchmetrics alone averages the reflect-padded border too,
+    ~1e-3 different on 40 px noisy images). Images smaller than the window are refused.
     """
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
     x, y = _pair(a, b, unit_range)
     h, w = x.shape[-2:]
     if h < window or w < window:
         raise ValueError(f"images of {h}x{w} are smaller than the {window}x{window} SSIM window")
-    b, c = x.shape[:2]
-    g = _gaussian_kernel(window, sigma)
-    kx, ky = g.view(1, 1, 1, window), g.view(1, 1, window, 1)
-
-    def blur(t):  # separable Gaussian, valid positions; channels folded into the batch (fast path)
-        return F.conv2d(F.conv2d(t.reshape(b * c, 1, h, w), kx), ky).reshape(b, c, h - window + 1, w - window + 1)
-
-    mu_x, mu_y = blur(x), blur(y)
-    sxx = blur(x * x) - mu_x**2
-    syy = blur(y * y) - mu_y**2
-    sxy = blur(x * y) - mu_x * mu_y
-    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    smap = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
-    return _reduce(smap.flatten(1).mean(1), reduction)
+    _, full = structural_similarity_index_measure(x, y, gaussian_kernel=True, sigma=sigma, kernel_size=window,
+                                                  data_range=data_range, k1=k1, k2=k2, reduction="none",
+                                                  return_full_image=True)  # (B, C, H, W) map, reflect-padded
+    r = window // 2
+    return _reduce(full[..., r:h - r, r:w - r].flatten(1).mean(1).to(x.dtype), reduction)
 
 
 # --------------------------------------------------------------------------- identity metrics

@@ -60,6 +60,7 @@ from .models.binary_code import (
 )
 from .models.extractor import ExtractorConfig, PasswordExtractor, add_channel_noise, information_hiding_loss
 from .models.hiding_carrier import HidingCarrier, HidingCarrierConfig
+from .evaluate import psnr
 from .repro import make_generator
 
 __all__ = [
@@ -104,12 +105,6 @@ def _batches(n: int, batch_size: int, steps: int, gen: torch.Generator) -> Itera
 
 def _in_chunks(fn, *tensors: torch.Tensor, chunk: int = 256) -> torch.Tensor:
     return torch.cat([fn(*(t[i: i + chunk] for t in tensors)) for i in range(0, len(tensors[0]), chunk)])
-
-
-def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR (dB) on images mapped from [-1, 1] to [0, 1] (peak 1)."""
-    mse = float(F.mse_loss((a.clamp(-1, 1) + 1) / 2, (b.clamp(-1, 1) + 1) / 2))
-    return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
 # --------------------------------------------------------------------------- Eq. 2-4: the binary code
@@ -325,7 +320,7 @@ def evaluate_hiding(
             m.train(was)
     f = F.normalize(f_id.float(), dim=-1)
     return {"ber": bit_error_rate(read, bits), "fmse": float_mse(dec, f), "cos": float((dec * f).sum(-1).mean()),
-            "psnr": _psnr(x_hide, images), "l1": float((x_hide - images).abs().mean()), "read": read}
+            "psnr": float(psnr(x_hide, images)), "l1": float((x_hide - images).abs().mean()), "read": read}
 
 
 def noise_robustness(
