@@ -61,7 +61,7 @@ from .models.binary_code import (
 from .models.extractor import ExtractorConfig, PasswordExtractor, add_channel_noise, information_hiding_loss
 from .models.hiding_carrier import HidingCarrier, HidingCarrierConfig
 from .evaluate import psnr
-from .repro import make_generator
+from .repro import batched, make_generator
 
 __all__ = [
     "CodeTrainConfig",
@@ -101,10 +101,6 @@ def _batches(n: int, batch_size: int, steps: int, gen: torch.Generator) -> Itera
             perm, pos = torch.randperm(n, generator=gen), 0
         yield perm[pos: pos + min(batch_size, n)]
         pos += batch_size
-
-
-def _in_chunks(fn, *tensors: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-    return torch.cat([fn(*(t[i: i + chunk] for t in tensors)) for i in range(0, len(tensors[0]), chunk)])
 
 
 # --------------------------------------------------------------------------- Eq. 2-4: the binary code
@@ -311,9 +307,9 @@ def evaluate_hiding(
         m.eval()
     try:
         bits = bits.float()
-        x_hide = images if carrier is None else _in_chunks(carrier, images, bits)
+        x_hide = images if carrier is None else batched(carrier, images, bits)
         y = add_channel_noise(x_hide, sigma, make_generator(seed))
-        read = PasswordExtractor.bits(_in_chunks(extractor, y))
+        read = PasswordExtractor.bits(batched(extractor, y))
         dec = decoder(read)
     finally:
         for m, was in zip(mods, modes):

@@ -423,12 +423,11 @@ def check_metric(network: str, model, data) -> tuple[str, float]:
     if network == "stylegan2":
         import torch
 
-        from .repro import make_generator
+        from .repro import batched, make_generator
         from .train_stylegan2 import frechet_distance, pixel_features
 
         z = torch.randn(len(data), model.z_dim, generator=make_generator(0))
-        with torch.no_grad():
-            fakes = torch.cat([model(z[i:i + 50], noise_mode="const") for i in range(0, len(z), 50)])
+        fakes = batched(lambda zz: model(zz, noise_mode="const"), z, batch_size=50)
         reals = torch.stack([data[i]["image"] for i in range(len(data))])
         return "stylegan2.check_frechet_pixel8", float(frechet_distance(pixel_features(reals).numpy(),
                                                                         pixel_features(fakes).numpy()))

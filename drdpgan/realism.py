@@ -26,13 +26,12 @@ __all__ = ["embed_images", "fd_ratio", "frame_for_detection", "face_detect_rate"
            "generator_realism"]
 
 
-@torch.no_grad()
 def embed_images(embed_fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
                  batch_size: int = 128) -> np.ndarray:
     """``embed_fn`` over ``(N,3,H,W)`` images in [-1, 1] in batches -> ``(N, D)`` float64."""
-    out = [embed_fn(images[i:i + batch_size]).float().reshape(min(batch_size, len(images) - i), -1)
-           for i in range(0, len(images), batch_size)]
-    return torch.cat(out).double().numpy()
+    from .repro import batched
+
+    return batched(lambda x: embed_fn(x).float().reshape(len(x), -1), images, batch_size=batch_size).double().numpy()
 
 
 def fd_ratio(embed_fn: Callable[[torch.Tensor], torch.Tensor], generated: torch.Tensor, real_a: torch.Tensor,
@@ -91,11 +90,11 @@ def face_detect_rate(images: torch.Tensor, min_prob: float = 0.9, batch_size: in
 @torch.no_grad()
 def sample_generator(G, n: int, seed: int = 0, batch_size: int = 64, truncation_psi: float = 1.0) -> torch.Tensor:
     """``n`` images of ``G`` from a fixed seed (constant noise): ``(n,3,R,R)`` in [-1, 1]."""
-    from .repro import make_generator
+    from .repro import batched, make_generator
 
     z = torch.randn(n, G.z_dim, generator=make_generator(seed))
-    return torch.cat([G(z[i:i + batch_size], truncation_psi=truncation_psi, noise_mode="const").clamp(-1, 1)
-                      for i in range(0, n, batch_size)])
+    return batched(lambda zz: G(zz, truncation_psi=truncation_psi, noise_mode="const").clamp(-1, 1), z,
+                   batch_size=batch_size)
 
 
 def generator_realism(G, real_train: torch.Tensor, real_heldout: torch.Tensor,

@@ -257,3 +257,12 @@ class ArtifactCache:
         if verbose:
             print(f"[cache] {name}: built in {time.perf_counter() - t0:.1f} s")
         return final
+
+
+@torch.no_grad()
+def batched(fn, *tensors: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """``fn`` over aligned slices of ``tensors`` (first dimension) in batches, without gradients;
+    the outputs (tensors, or anything ``torch.as_tensor`` takes) concatenated along dimension 0."""
+    n = len(tensors[0])
+    outs = [torch.as_tensor(fn(*(t[i:i + batch_size] for t in tensors))) for i in range(0, n, batch_size)]
+    return torch.cat(outs) if outs else torch.empty(0)

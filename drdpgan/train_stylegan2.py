@@ -56,7 +56,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .augment import diff_augment, parse_policy
 from .models.discriminator import StyleGAN2Discriminator
 from .models.stylegan2 import StyleGAN2Config, StyleGAN2Generator
-from .repro import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text, make_generator
+from .repro import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text, batched, make_generator
 
 __all__ = [
     "TrainConfig",
@@ -352,21 +352,13 @@ def _gen_ws(G: StyleGAN2Generator, batch: int, z_gen: torch.Generator, mixing_pr
     return ws
 
 
-@torch.no_grad()
 def _generate(G: StyleGAN2Generator, z: torch.Tensor, batch: int = 32, psi: float = 1.0) -> torch.Tensor:
-    outs = []
-    for i in range(0, z.shape[0], batch):
-        outs.append(G(z[i:i + batch], truncation_psi=psi, noise_mode="const"))
-    return torch.cat(outs)
+    return batched(lambda zz: G(zz, truncation_psi=psi, noise_mode="const"), z, batch_size=batch)
 
 
-@torch.no_grad()
 def _features(feature_fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, batch: int = 64) -> np.ndarray:
-    out = []
-    for i in range(0, images.shape[0], batch):
-        f = feature_fn(images[i:i + batch])
-        out.append(torch.as_tensor(f).detach().float().cpu().reshape(f.shape[0], -1))
-    return torch.cat(out).numpy()
+    return batched(lambda x: torch.as_tensor(feature_fn(x)).float().cpu().reshape(len(x), -1), images,
+                   batch_size=batch).numpy()
 
 
 def train_stylegan2(
