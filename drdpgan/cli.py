@@ -45,7 +45,6 @@ traceback of an unexpected error.
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import traceback
@@ -307,8 +306,8 @@ def main(argv=None) -> int:
         print(f"[drdpgan] {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"[drdpgan] interrupted: finished outputs are kept, no partial file is left; rerun the same "
-              f"command to continue", file=sys.stderr)
+        print("[drdpgan] interrupted: finished outputs are kept, no partial file is left; rerun the same "
+              "command to continue", file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)

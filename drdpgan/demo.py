@@ -119,7 +119,8 @@ def train_cached(
     trained or found in the cache, the returned model is the one **loaded from** ``model.pt``, so
     both cases give identical weights.
     """
-    from .train_drdpgan import latest_checkpoint, train_drdpgan
+    from .runlog import latest_checkpoint
+    from .train_drdpgan import train_drdpgan
 
     def build(d: Path) -> None:
         model = make_model()

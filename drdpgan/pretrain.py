@@ -146,7 +146,8 @@ def record_provenance(out: Path, event: dict[str, Any]) -> dict[str, Any]:
 def pretrain_stylegan2(profile: str, steps: int | None = None, progress: bool = True):
     """Train (or resume) the profile's StyleGAN2 with its pretraining recipe."""
     from . import stages
-    from .train_stylegan2 import latest_checkpoint, train_stylegan2
+    from .runlog import latest_checkpoint
+    from .train_stylegan2 import train_stylegan2
 
     if profile not in STYLEGAN2_RECIPES:
         raise ValueError(f"no StyleGAN2 pretraining recipe for profile {profile!r}; "

@@ -109,8 +109,9 @@ from .models.critic import CriticConfig, SteganalysisCritic
 from .models.discriminator import StyleGAN2Discriminator
 from .models.drdpgan import DRDPGAN
 from .objective import diagnostics, generator_objective, judge_losses, recover_teacher_forced, step_seed
-from .repro import atomic_torch_save, atomic_write_json, make_generator
-from .train_stylegan2 import EpochSampler, _CSVLog, _rewrite_csv_upto, latest_checkpoint, r1_penalty
+from .repro import atomic_write_json, make_generator
+from .runlog import CSVLog, EpochSampler, checkpoint_dir, latest_checkpoint, rewrite_csv_upto, save_rotating
+from .train_stylegan2 import r1_penalty
 
 __all__ = [
     "DRDPGANTrainConfig",
@@ -333,10 +334,6 @@ def _train_step(model: DRDPGAN, C: nn.Module, critic: nn.Module, opts, x: torch.
 # --------------------------------------------------------------------------- training
 
 
-def _ckpt_dir(out: Path) -> Path:
-    return out / "checkpoints"
-
-
 def train_drdpgan(
     model: DRDPGAN,
     dataset,
@@ -359,7 +356,7 @@ def train_drdpgan(
     from tqdm.auto import tqdm
 
     out = Path(out_dir)
-    _ckpt_dir(out).mkdir(parents=True, exist_ok=True)
+    checkpoint_dir(out).mkdir(parents=True, exist_ok=True)
     R = model.cfg.resolution
     _apply_freezing(model, cfg)
     with torch.random.fork_rng(devices=[]):
@@ -391,8 +388,8 @@ def train_drdpgan(
         opt_critic.load_state_dict(ck["opt_critic"])
         step = int(ck["step"])
         acc = {k: list(v) for k, v in ck.get("log_acc", {}).items()}
-        _rewrite_csv_upto(out / "losses.csv", step)
-    log = _CSVLog(out / "losses.csv", ["step", "images"] + LOSS_COLUMNS + ["sec_per_step", "time"])
+        rewrite_csv_upto(out / "losses.csv", step)
+    log = CSVLog(out / "losses.csv", ["step", "images"] + LOSS_COLUMNS + ["sec_per_step", "time"])
 
     def save_checkpoint() -> Path:
         state = {
@@ -401,10 +398,7 @@ def train_drdpgan(
             "step": step, "data": {"sampler_seed": cfg.seed, "position": step * cfg.batch_size},
             "configs": configs, "log_acc": acc, "rng": _rng_record(),
         }
-        p = atomic_torch_save(state, _ckpt_dir(out) / f"ckpt_{step:07d}.pt")
-        for old in sorted(_ckpt_dir(out).glob("ckpt_*.pt"))[:-max(1, cfg.keep_checkpoints)]:
-            old.unlink(missing_ok=True)
-        return p
+        return save_rotating(state, out, step, cfg.keep_checkpoints)
 
     sampler = iter(EpochSampler(len(dataset), cfg.seed, start=step * cfg.batch_size))
     last: dict[str, float] = {}
@@ -463,7 +457,7 @@ def train_drdpgan(
                               "out_dir": str(out), "last": last, "final": final}
     if stopped:
         return result
-    final_ckpt = _ckpt_dir(out) / f"ckpt_{step:07d}.pt"
+    final_ckpt = checkpoint_dir(out) / f"ckpt_{step:07d}.pt"
     metrics_path = out / "final_metrics.json"
     if not final_ckpt.is_file() or n_run > 0:
         save_checkpoint()

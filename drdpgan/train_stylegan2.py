@@ -36,7 +36,6 @@ thread count (tested in ``tests/test_stylegan2.py``, tolerance: exact equality).
 from __future__ import annotations
 
 import copy
-import csv
 import io
 import json
 import math
@@ -45,18 +44,19 @@ import random
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from .augment import diff_augment, parse_policy
 from .models.discriminator import StyleGAN2Discriminator
 from .models.stylegan2 import StyleGAN2Config, StyleGAN2Generator
-from .repro import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text, batched, make_generator
+from .repro import atomic_write_bytes, atomic_write_json, batched, make_generator
+from .runlog import CSVLog, EpochSampler, checkpoint_dir, latest_checkpoint, rewrite_csv_upto, save_rotating
 
 __all__ = [
     "TrainConfig",
@@ -66,8 +66,6 @@ __all__ = [
     "r1_penalty",
     "g_nonsaturating_loss",
     "d_logistic_loss",
-    "EpochSampler",
-    "latest_checkpoint",
     "save_image_grid",
 ]
 
@@ -241,77 +239,11 @@ def save_image_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int = 4
 # --------------------------------------------------------------------------- data
 
 
-class EpochSampler(Sampler[int]):
-    """Seeded per-epoch permutations with a resumable position.
-
-    Epoch e uses ``torch.randperm(n, generator=make_generator(seed * 1_000_003 + e))``, so the
-    index stream is a pure function of (seed, position) and a resumed run can start in the
-    middle of an epoch without replaying it.
-    """
-
-    def __init__(self, n: int, seed: int, start: int = 0):
-        self.n, self.seed, self.start = int(n), int(seed), int(start)
-
-    def __iter__(self) -> Iterator[int]:
-        pos = self.start
-        epoch, off = divmod(pos, self.n)
-        while True:
-            perm = torch.randperm(self.n, generator=make_generator(self.seed * 1_000_003 + epoch)).tolist()
-            for i in perm[off:]:
-                yield i
-            epoch, off = epoch + 1, 0
-
-    def __len__(self) -> int:  # infinite stream; DataLoader only needs this for len()
-        return 2**31
-
-
 def _collate_images(batch: list[Mapping[str, Any]]) -> torch.Tensor:
     return torch.stack([b["image"] if isinstance(b, Mapping) else b[0] for b in batch])  # (B, 3, H, W)
 
 
 # --------------------------------------------------------------------------- checkpoints / logs
-
-
-def _ckpt_dir(out_dir: Path) -> Path:
-    return out_dir / "checkpoints"
-
-
-def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
-    """The checkpoint with the highest step in ``out_dir/checkpoints`` (or None)."""
-    d = _ckpt_dir(Path(out_dir))
-    if not d.is_dir():
-        return None
-    cks = sorted(d.glob("ckpt_*.pt"))
-    return cks[-1] if cks else None
-
-
-def _rewrite_csv_upto(path: Path, step: int) -> None:
-    """Drop rows logged after ``step`` (a crash after the last checkpoint), keeping the header."""
-    if not path.is_file():
-        return
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows:
-        return
-    header, body = rows[0], rows[1:]
-    si = header.index("step") if "step" in header else 0
-    keep = [r for r in body if r and int(float(r[si])) <= step]
-    lines = [header] + keep
-    buf = io.StringIO()
-    csv.writer(buf).writerows(lines)
-    atomic_write_text(path, buf.getvalue())
-
-
-class _CSVLog:
-    def __init__(self, path: Path, header: list[str]):
-        self.path, self.header = path, header
-        if not path.is_file():
-            with open(path, "w", newline="") as f:
-                csv.writer(f).writerow(header)
-
-    def write(self, row: Mapping[str, Any]) -> None:
-        with open(self.path, "a", newline="") as f:
-            csv.writer(f).writerow([row.get(k, "") for k in self.header])
 
 
 def _rng_state() -> dict[str, Any]:
@@ -384,7 +316,7 @@ def train_stylegan2(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "samples").mkdir(exist_ok=True)
-    _ckpt_dir(out).mkdir(exist_ok=True)
+    checkpoint_dir(out).mkdir(exist_ok=True)
     feat_fn = feature_fn if feature_fn is not None else pixel_features
     feat_name = getattr(feature_fn, "__name__", type(feature_fn).__name__) if feature_fn is not None else "pixel8"
 
@@ -443,11 +375,11 @@ def train_stylegan2(
         z_gen.set_state(ck["z_gen"])
         step, cur_nimg = int(ck["step"]), int(ck["cur_nimg"])
         for name in ("losses.csv", "metrics.csv"):
-            _rewrite_csv_upto(out / name, step)
+            rewrite_csv_upto(out / name, step)
 
-    loss_log = _CSVLog(out / "losses.csv", ["step", "kimg", "loss_G", "loss_D", "r1", "D_real", "D_fake",
+    loss_log = CSVLog(out / "losses.csv", ["step", "kimg", "loss_G", "loss_D", "r1", "D_real", "D_fake",
                                             "sec_per_step", "time"])
-    metric_log = _CSVLog(out / "metrics.csv", ["step", "kimg", "frechet", "features", "num"])
+    metric_log = CSVLog(out / "metrics.csv", ["step", "kimg", "frechet", "features", "num"])
 
     # ---- data: explicit seeded generator, num_workers=0, resumable order
     sampler = EpochSampler(len(dataset), tcfg.seed, start=cur_nimg)
@@ -482,10 +414,7 @@ def train_stylegan2(
             "gcfg": gcfg.to_dict(), "tcfg": tcfg.to_dict(),
             "z_gen": z_gen.get_state(), "rng": _rng_state(),
         }
-        atomic_torch_save(state, _ckpt_dir(out) / f"ckpt_{step:07d}.pt")
-        cks = sorted(_ckpt_dir(out).glob("ckpt_*.pt"))
-        for old_ck in cks[:-max(1, tcfg.keep_checkpoints)]:
-            old_ck.unlink(missing_ok=True)
+        save_rotating(state, out, step, tcfg.keep_checkpoints)
 
     if step == 0:
         save_samples()
@@ -566,7 +495,7 @@ def train_stylegan2(
     pbar.close()
 
     # ---- final artifacts (also on a resume that had nothing left to do)
-    final_ckpt = _ckpt_dir(out) / f"ckpt_{step:07d}.pt"
+    final_ckpt = checkpoint_dir(out) / f"ckpt_{step:07d}.pt"
     if not final_ckpt.is_file():
         save_samples()
         if tcfg.metric_every >= 0:

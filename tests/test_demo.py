@@ -23,7 +23,7 @@ from drdpgan.models.prior3d import Prior3DConfig, Prior3DRegressor
 from drdpgan.models.stylegan2 import StyleGAN2Config, StyleGAN2Generator
 from drdpgan.repro import ArtifactCache
 from drdpgan.train_drdpgan import DRDPGANTrainConfig, train_drdpgan
-from drdpgan.train_stylegan2 import EpochSampler
+from drdpgan.runlog import EpochSampler
 from toys import ToyCircles
 
 RES = 16

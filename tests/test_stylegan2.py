@@ -19,9 +19,9 @@ from drdpgan.models.stylegan2 import (
 from drdpgan.train_stylegan2 import (
     TrainConfig,
     frechet_distance,
-    latest_checkpoint,
     train_stylegan2,
 )
+from drdpgan.runlog import latest_checkpoint
 
 from toys import ToyCircles
 

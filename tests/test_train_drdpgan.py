@@ -18,7 +18,7 @@ from drdpgan.train_drdpgan import (
     recover_teacher_forced,
     train_drdpgan,
 )
-from drdpgan.train_stylegan2 import latest_checkpoint
+from drdpgan.runlog import latest_checkpoint
 from toys import RES, ToyCircles, tiny_model
 
 def tiny_cfg(**kw) -> DRDPGANTrainConfig:

@@ -1,0 +1,100 @@
+"""The run folder every resumable trainer writes (StyleGAN2, DR-DPGAN): resumable data order,
+CSV logs, rotating checkpoints.
+
+    out_dir/checkpoints/ckpt_0000100.pt   atomic; the last ``keep`` kept (:func:`save_rotating`)
+    out_dir/losses.csv                    one row per ``log_every`` steps (:class:`CSVLog`)
+
+A resume loads :func:`latest_checkpoint` and first drops the CSV rows logged after it
+(:func:`rewrite_csv_upto`), so a killed run's logs end where its state does. Data order comes from
+:class:`EpochSampler`, a pure function of (seed, position): the resumed run draws the same batches.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import torch
+from torch.utils.data import Sampler
+
+from .repro import atomic_torch_save, atomic_write_text, make_generator
+
+__all__ = ["EpochSampler", "checkpoint_dir", "latest_checkpoint", "save_rotating", "rewrite_csv_upto", "CSVLog"]
+
+
+class EpochSampler(Sampler[int]):
+    """Seeded per-epoch permutations with a resumable position.
+
+    Epoch e uses ``torch.randperm(n, generator=make_generator(seed * 1_000_003 + e))``, so the
+    index stream is a pure function of (seed, position) and a resumed run can start in the
+    middle of an epoch without replaying it.
+    """
+
+    def __init__(self, n: int, seed: int, start: int = 0):
+        self.n, self.seed, self.start = int(n), int(seed), int(start)
+
+    def __iter__(self) -> Iterator[int]:
+        pos = self.start
+        epoch, off = divmod(pos, self.n)
+        while True:
+            perm = torch.randperm(self.n, generator=make_generator(self.seed * 1_000_003 + epoch)).tolist()
+            for i in perm[off:]:
+                yield i
+            epoch, off = epoch + 1, 0
+
+    def __len__(self) -> int:  # infinite stream; DataLoader only needs this for len()
+        return 2**31
+
+
+def checkpoint_dir(out_dir: str | os.PathLike) -> Path:
+    return Path(out_dir) / "checkpoints"
+
+
+def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
+    """The checkpoint with the highest step in ``out_dir/checkpoints`` (or None)."""
+    d = checkpoint_dir(out_dir)
+    if not d.is_dir():
+        return None
+    cks = sorted(d.glob("ckpt_*.pt"))
+    return cks[-1] if cks else None
+
+
+def save_rotating(state: Mapping[str, Any], out_dir: str | os.PathLike, step: int, keep: int) -> Path:
+    """Write ``out_dir/checkpoints/ckpt_<step>.pt`` atomically and keep only the newest ``keep``."""
+    path = atomic_torch_save(dict(state), checkpoint_dir(out_dir) / f"ckpt_{step:07d}.pt")
+    for old in sorted(checkpoint_dir(out_dir).glob("ckpt_*.pt"))[:-max(1, keep)]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def rewrite_csv_upto(path: Path, step: int) -> None:
+    """Drop rows logged after ``step`` (a crash after the last checkpoint), keeping the header."""
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    header, body = rows[0], rows[1:]
+    si = header.index("step") if "step" in header else 0
+    keep = [r for r in body if r and int(float(r[si])) <= step]
+    buf = io.StringIO()
+    csv.writer(buf).writerows([header] + keep)
+    atomic_write_text(path, buf.getvalue())
+
+
+class CSVLog:
+    """Append-only CSV with a fixed header (written when the file is new); missing keys stay empty."""
+
+    def __init__(self, path: Path, header: list[str]):
+        self.path, self.header = Path(path), header
+        if not self.path.is_file():
+            with open(self.path, "w", newline="") as f:
+                csv.writer(f).writerow(header)
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        with open(self.path, "a", newline="") as f:
+            csv.writer(f).writerow([row.get(k, "") for k in self.header])
