@@ -14,15 +14,33 @@ from __future__ import annotations
 import csv
 import io
 import os
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import torch
 from torch.utils.data import Sampler
 
-from .repro import atomic_torch_save, atomic_write_text, make_generator
+from .repro import atomic_torch_save, atomic_write_text, make_generator, to_jsonable
 
-__all__ = ["EpochSampler", "checkpoint_dir", "latest_checkpoint", "save_rotating", "rewrite_csv_upto", "CSVLog"]
+
+class DictConfig:
+    """Mixin of a trainer's config dataclass: ``to_dict`` (JSON types, as stored in checkpoints) and
+    ``from_dict`` (nested configs and tuples rebuilt; keys the class no longer has are ignored, and
+    fields a checkpoint predates take their defaults, so old runs still resume)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_jsonable(asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]):
+        from .checkpoints import config_from_dict
+
+        names = {f.name for f in fields(cls)}
+        return config_from_dict(cls, {k: v for k, v in d.items() if k in names})
+
+__all__ = ["EpochSampler", "checkpoint_dir", "latest_checkpoint", "save_rotating", "rewrite_csv_upto", "CSVLog",
+           "DictConfig"]
 
 
 class EpochSampler(Sampler[int]):

@@ -96,7 +96,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -110,7 +110,7 @@ from .models.discriminator import StyleGAN2Discriminator
 from .models.drdpgan import DRDPGAN
 from .objective import diagnostics, generator_objective, judge_losses, recover_teacher_forced, step_seed
 from .repro import atomic_write_json, make_generator
-from .runlog import CSVLog, EpochSampler, checkpoint_dir, latest_checkpoint, rewrite_csv_upto, save_rotating
+from .runlog import CSVLog, DictConfig, EpochSampler, checkpoint_dir, latest_checkpoint, rewrite_csv_upto, save_rotating
 from .train_stylegan2 import r1_penalty
 
 __all__ = [
@@ -128,7 +128,7 @@ __all__ = [
 
 
 @dataclass
-class DRDPGANTrainConfig:
+class DRDPGANTrainConfig(DictConfig):
     """Hyper-parameters of :func:`train_drdpgan` (defaults: paper Sec. 4.1.2 where it says).
 
     weights: Eq. 16's ``(lambda_adv, lambda_dic, lambda_id, lambda_info) = (1, 1, 1, 5)``.
@@ -183,21 +183,6 @@ class DRDPGANTrainConfig:
 
     # fields that may differ between a run and its resumption
     VOLATILE = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "stop_after", "max_seconds")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["betas"] = list(self.betas)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "DRDPGANTrainConfig":
-        names = {f.name for f in fields(cls)}
-        kw = {k: v for k, v in d.items() if k in names}
-        if "betas" in kw:
-            kw["betas"] = tuple(kw["betas"])
-        if isinstance(kw.get("weights"), Mapping):
-            kw["weights"] = LossWeights(**kw["weights"])
-        return cls(**kw)
 
     def critic_config(self, resolution: int) -> CriticConfig:
         return CriticConfig(resolution=resolution, base_channels=self.critic_base_channels,

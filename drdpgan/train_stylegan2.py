@@ -42,7 +42,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -56,7 +56,7 @@ from .augment import diff_augment, parse_policy
 from .models.discriminator import StyleGAN2Discriminator
 from .models.stylegan2 import StyleGAN2Config, StyleGAN2Generator
 from .repro import atomic_write_bytes, atomic_write_json, batched, make_generator
-from .runlog import CSVLog, EpochSampler, checkpoint_dir, latest_checkpoint, rewrite_csv_upto, save_rotating
+from .runlog import CSVLog, DictConfig, EpochSampler, checkpoint_dir, latest_checkpoint, rewrite_csv_upto, save_rotating
 
 __all__ = [
     "TrainConfig",
@@ -74,7 +74,7 @@ __all__ = [
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(DictConfig):
     """Training hyper-parameters. Defaults follow StyleGAN2 where CPU-sensible.
 
     lr: Adam lr of both nets. StyleGAN2 uses 0.002-0.0025; we default to 0.001, which was
@@ -116,19 +116,6 @@ class TrainConfig:
     # DiffAugment policy for every image D sees ("" = none; "color,translation,cutout" for few real
     # images, Zhao et al. 2020; drdpgan.augment)
     diffaugment: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["betas"] = list(self.betas)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        kw = {k: v for k, v in d.items() if k in names}
-        if "betas" in kw:
-            kw["betas"] = tuple(kw["betas"])
-        return cls(**kw)
 
     def gamma_for(self, resolution: int) -> float:
         if self.r1_gamma is not None:
