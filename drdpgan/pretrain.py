@@ -486,7 +486,10 @@ def export_network(network: str, profile: str, dtype: str = "float16") -> dict[s
     name, value = check_metric(network, stored, check_set(profile))
     check = {"metric": name, "value": value, "tolerance": CHECK_TOLERANCE[network],
              "eval_set": "drdpgan.pretrain.check_set: 50 held-out world identities x 10 faces"}
-    return export(profile, network, ck, folder, metrics, metrics_stored, check, dtype=dtype, extra=train_info)
+    logs = [folder / name for name in ("losses.csv", "metrics.csv") if (folder / name).is_file()]
+    logs += sorted((folder / "samples").glob("step_*.png"))[-1:]  # the last sample grid
+    logs += sorted((folder / "state").glob("*_history.json"))
+    return export(profile, network, ck, folder, metrics, metrics_stored, check, dtype=dtype, extra=train_info, logs=logs)
 
 
 def status(profile: str) -> dict[str, Any]:

@@ -95,7 +95,7 @@ def _read_provenance(folder: Path) -> list[dict[str, Any]]:
 
 def export(profile: str, network: str, checkpoint: str | Path, folder: str | Path, metrics: dict[str, Any],
            metrics_stored: dict[str, Any], check: dict[str, Any], dtype: str = "float16",
-           extra: dict[str, Any] | None = None) -> dict[str, Any]:
+           extra: dict[str, Any] | None = None, logs: list[Path] | None = None) -> dict[str, Any]:
     """Write ``weights/<profile>/<network>.pt`` from a pretraining checkpoint and its manifest entry.
 
     ``folder`` is the pretraining work folder (its ``provenance.jsonl`` goes into the manifest; a
@@ -103,7 +103,7 @@ def export(profile: str, network: str, checkpoint: str | Path, folder: str | Pat
     ``metrics_stored`` on the stored ``dtype`` weights; ``check`` is the small re-measurement the
     tests repeat."""
     from .checkpoints import read_checkpoint
-    from .repro import atomic_torch_save, atomic_write_json
+    from .repro import atomic_torch_save, atomic_write_bytes, atomic_write_json
 
     folder = Path(folder)
     prov = _read_provenance(folder)
@@ -120,7 +120,13 @@ def export(profile: str, network: str, checkpoint: str | Path, folder: str | Pat
     rel = f"{profile}/{network}.pt"
     out = WEIGHTS_DIR / rel
     atomic_torch_save(payload, out)
-    entry = {"file": rel, "sha256": sha256_of(out), "bytes": out.stat().st_size, "dtype": dtype,
+    log_dir = WEIGHTS_DIR / profile / f"{network}_logs"  # training curves and samples, for the notebooks
+    shipped_logs = {}
+    for src in logs or []:
+        dst = log_dir / Path(src).name
+        atomic_write_bytes(dst, Path(src).read_bytes())
+        shipped_logs[dst.relative_to(WEIGHTS_DIR).as_posix()] = sha256_of(dst)
+    entry = {"file": rel, "sha256": sha256_of(out), "bytes": out.stat().st_size, "dtype": dtype, "logs": shipped_logs,
              "network": network, "profile": profile, "kind": payload["kind"],
              "commits": sorted({p["commit"] for p in prov}), "provenance": prov,
              "metrics": metrics, "metrics_stored": metrics_stored, "check": check, **(extra or {})}

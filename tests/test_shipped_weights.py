@@ -23,6 +23,8 @@ def test_shipped_file_matches_manifest_and_remeasures(key, entry):
     assert path.is_file(), f"{path} listed in the manifest but missing"
     assert shipped.sha256_of(path) == entry["sha256"]
     assert all(p["dirty"] is False and p["commit"] for p in entry["provenance"])
+    for log, digest in entry.get("logs", {}).items():
+        assert shipped.sha256_of(shipped.WEIGHTS_DIR / log) == digest, log
     model, info = shipped.load(entry["profile"], entry["network"])
     name, value = check_metric(entry["network"], model, check_set(entry["profile"]))
     assert name == entry["check"]["metric"]
@@ -54,8 +56,11 @@ def _run_folder(tmp_path, dirty):
 
 def test_export_writes_half_weights_and_loads_back(tmp_path, weights_dir):
     folder, model = _run_folder(tmp_path, dirty=False)
+    (folder / "losses.csv").write_text("step,loss\n1,0.5\n")
     entry = shipped.export("toy", "prior3d", folder / "prior3d.pt", folder, {"m": 1.0}, {"m": 1.0},
-                           {"metric": "m", "value": 1.0, "tolerance": 0.0})
+                           {"metric": "m", "value": 1.0, "tolerance": 0.0}, logs=[folder / "losses.csv"])
+    assert (weights_dir / "toy" / "prior3d_logs" / "losses.csv").read_text() == "step,loss\n1,0.5\n"
+    assert list(entry["logs"]) == ["toy/prior3d_logs/losses.csv"]
     assert entry["sha256"] == shipped.sha256_of(weights_dir / "toy" / "prior3d.pt")
     assert json.loads((weights_dir / "manifest.json").read_text())["toy/prior3d"]["commits"] == ["abc"]
     raw = torch.load(weights_dir / "toy" / "prior3d.pt", weights_only=False)
