@@ -483,6 +483,8 @@ def export_network(network: str, profile: str, dtype: str = "float16") -> dict[s
     metrics, metrics_stored = measure(network, profile, model), measure(network, profile, stored)
     train_info = {k: info["metrics"].get(k) for k in ("steps", "images_seen", "train_seconds", "n_train",
                                                         "n_train_identities")}
+    train_info["exported"] = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **code_state(),
+                              "command": f"python -m drdpgan.pretrain export --network {network} --profile {profile}"}
     name, value = check_metric(network, stored, check_set(profile))
     check = {"metric": name, "value": value, "tolerance": CHECK_TOLERANCE[network],
              "eval_set": "drdpgan.pretrain.check_set: 50 held-out world identities x 10 faces"}
