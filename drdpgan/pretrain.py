@@ -116,16 +116,21 @@ def work_dir(profile: str, network: str) -> Path:
 def _git(*args: str) -> str | None:
     try:
         return subprocess.run(["git", *args], cwd=project_root(), capture_output=True, text=True,
-                              check=True, timeout=20).stdout.strip()
+                              check=True, timeout=20).stdout
     except (OSError, subprocess.SubprocessError):
         return None
 
 
 def code_state() -> dict[str, Any]:
-    """The commit the code runs at and whether the package or tests differ from it."""
+    """The commit the code runs at, whether the package differs from it, and which paths do."""
     commit = _git("rev-parse", "HEAD")
     dirty = _git("status", "--porcelain", "--", "drdpgan", "pyproject.toml", "requirements.txt")
-    return {"commit": commit, "dirty": None if dirty is None else bool(dirty)}
+    return {"commit": commit.strip() if commit else None, "dirty": None if dirty is None else bool(dirty.strip()),
+            "dirty_paths": [] if not dirty else [line[3:] for line in dirty.splitlines() if line.strip()]}
+
+
+#: the code state when this process loaded its modules (set by :func:`main` before it imports them)
+_START_STATE: dict[str, Any] | None = None
 
 
 def record_provenance(out: Path, event: dict[str, Any]) -> dict[str, Any]:
@@ -133,7 +138,7 @@ def record_provenance(out: Path, event: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     out.mkdir(parents=True, exist_ok=True)
-    rec = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **code_state(),
+    rec = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **(_START_STATE or code_state()),
            "command": " ".join([Path(sys.executable).name, "-m", "drdpgan.pretrain", *sys.argv[1:]]),
            "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                        "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -530,6 +535,17 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({k: v for k, v in entry.items() if k != "provenance"}, indent=1, default=float))
         return 0
     import torch
+
+    # load every module a pretraining run uses now: the code state recorded at its start is then the
+    # code that runs, even if files change during the run (modules are otherwise imported lazily)
+    import importlib
+
+    global _START_STATE
+    _START_STATE = code_state()
+    for name in ("checkpoints", "stages", "train_priors", "train_stylegan2", "verification", "landmark_labels",
+                 "shipped", "data.datasets", "data.world", "data.real", "models.facenet", "models.identity",
+                 "models.prior3d", "models.stylegan2", "models.discriminator"):
+        importlib.import_module(f"{__package__}.{name}")
 
     if a.threads > 0:
         torch.set_num_threads(a.threads)
