@@ -100,6 +100,9 @@ class LoopConfig:
     grad_clip: float | None = 5.0
     checkpoint_every: int = 0  # steps between resumable states in out_dir (0: none)
     num_threads: int | None = None  # torch CPU threads during training (None: leave as is)
+    # where the networks and batches live; random numbers are drawn on the CPU either way (exact resume
+    # is tested on the CPU only: dropout on a GPU draws from the device's RNG)
+    device: str = "cpu"
 
 
 @dataclass
@@ -175,6 +178,7 @@ def augment_batch(images: torch.Tensor, gen: torch.Generator, flip_p: float = 0.
     """
     b = images.shape[0]
     flipped = torch.rand(b, generator=gen) < flip_p if flip_p > 0 else torch.zeros(b, dtype=torch.bool)
+    flipped = flipped.to(images.device)
     x = torch.where(flipped[:, None, None, None], images.flip(-1), images) if flip_p > 0 else images
     if shift > 0:
         h, w = x.shape[-2:]
@@ -244,7 +248,18 @@ def _fit(
 _STATE_FILE = "train_state.pt"
 
 
+def _to_device(batch, dev: torch.device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(dev)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, dev) for k, v in batch.items()}
+    return batch
+
+
 def _fit_inner(modules, loader, tcfg, step_fn, desc, progress, state_dir, generators) -> dict[str, Any]:
+    dev = torch.device(getattr(tcfg, "device", "cpu"))
+    for m in modules:
+        m.to(dev)
     params = [p for m in modules for p in m.parameters()]
     opt = _make_optimizer(params, tcfg)
     steps_per_epoch = len(loader)
@@ -260,7 +275,7 @@ def _fit_inner(modules, loader, tcfg, step_fn, desc, progress, state_dir, genera
     shuffle_gen = loader.generator
     if state_path is not None and state_path.is_file():
         st = torch.load(state_path, map_location="cpu", weights_only=False)
-        volatile = {"epochs", "max_steps", "checkpoint_every", "num_threads"}
+        volatile = {"epochs", "max_steps", "checkpoint_every", "num_threads", "device"}
         diff = sorted(k for k, v in asdict(tcfg).items() if k not in volatile and st["tcfg"].get(k) != v)
         if diff:
             raise ValueError(f"{state_path}: saved with a different training config ({diff}); use another folder")
@@ -287,7 +302,7 @@ def _fit_inner(modules, loader, tcfg, step_fn, desc, progress, state_dir, genera
                 lr = tcfg.lr * _lr_factor(step, total, tcfg)
                 for g in opt.param_groups:
                     g["lr"] = lr
-                loss, acc = step_fn(batch, step)
+                loss, acc = step_fn(_to_device(batch, dev) if dev.type != "cpu" else batch, step)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if tcfg.grad_clip:
@@ -329,7 +344,7 @@ def _fit_inner(modules, loader, tcfg, step_fn, desc, progress, state_dir, genera
     finally:
         bar.close()
     for m in modules:
-        m.eval()
+        m.cpu().eval()
     hist["steps"] = step
     hist["time_s"] = time.perf_counter() - t0
     hist["s_per_step"] = hist["time_s"] / max(step, 1)
@@ -533,7 +548,7 @@ def train_prior3d(
             expr = torch.where(flipped[:, None], expr[:, list(tcfg.flip_expression_perm)], expr)
         t = (torch.cat([expr, pose], 1) - model.target_mean) / model.target_std  # (B,Ke+3)
         pred = model.forward_standardized(x)
-        return ((pred - t) ** 2 * w).mean(), None
+        return ((pred - t) ** 2 * w.to(pred.device)).mean(), None
 
     hist = _fit([model], loader, tcfg, step_fn, "3D prior", progress, state_dir=out_dir, generators={"augment": gen})
     hist.update(n_params=count_parameters(model), n_train=len(train_dataset), cfg=asdict(cfg), tcfg=asdict(tcfg),

@@ -113,6 +113,10 @@ class TrainConfig(DictConfig):
     # mapping network, optimizer and EMA stay fp32; the lazy-R1 steps run D in fp32 because R1
     # differentiates D's output with respect to its input). "fp32" is the reference setting.
     precision: str = "fp32"
+    # "cpu" | "cuda" | ...: where G, D and the batches live. Every random number is still drawn on the
+    # CPU from the trainer's generators, so the run's randomness does not depend on the device; exact
+    # equality of a resumed run is tested on the CPU only.
+    device: str = "cpu"
     # DiffAugment policy for every image D sees ("" = none; "color,translation,cutout" for few real
     # images, Zhao et al. 2020; drdpgan.augment)
     diffaugment: str = ""
@@ -259,12 +263,13 @@ def _ema_update(G_ema: nn.Module, G: nn.Module, beta: float) -> None:
 def _gen_ws(G: StyleGAN2Generator, batch: int, z_gen: torch.Generator, mixing_prob: float,
             update_w_avg: bool) -> torch.Tensor:
     """Mapping with StyleGAN style-mixing regularization (all random numbers from ``z_gen``)."""
-    z = torch.randn(batch, G.z_dim, generator=z_gen)
+    dev = next(G.parameters()).device
+    z = torch.randn(batch, G.z_dim, generator=z_gen).to(dev)
     ws = G.mapping(z, update_w_avg=update_w_avg)  # (B, num_ws, w_dim)
     if mixing_prob > 0:
         u = torch.rand((), generator=z_gen).item()
         cutoff = int(torch.randint(1, ws.shape[1], (), generator=z_gen).item())
-        z2 = torch.randn(batch, G.z_dim, generator=z_gen)
+        z2 = torch.randn(batch, G.z_dim, generator=z_gen).to(dev)
         if u < mixing_prob:
             ws = ws.clone()
             ws[:, cutoff:] = G.mapping(z2)[:, cutoff:]
@@ -315,8 +320,10 @@ def train_stylegan2(
     def augment(x: torch.Tensor) -> torch.Tensor:
         return diff_augment(x, aug_policy, z_gen) if aug_policy else x
 
+    dev = torch.device(tcfg.device)
+
     def autocast(enabled: bool = True):
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled and tcfg.precision == "bf16")
+        return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=enabled and tcfg.precision == "bf16")
 
     # ---- build everything from the seed; the caller's global RNG is left untouched (fork_rng)
     # and training itself draws only from explicit generators.
@@ -324,6 +331,7 @@ def train_stylegan2(
         torch.manual_seed(tcfg.seed)
         G = StyleGAN2Generator(gcfg)
         D = StyleGAN2Discriminator(gcfg)
+    G, D = G.to(dev), D.to(dev)
     G_ema = copy.deepcopy(G).eval()
     _requires_grad(G_ema, False)
     g_lr = tcfg.g_lr if tcfg.g_lr is not None else tcfg.lr
@@ -350,7 +358,7 @@ def train_stylegan2(
             raise ValueError(f"{ck_path}: generator config differs from the requested one")
         old = TrainConfig.from_dict(ck["tcfg"])
         volatile = {"steps", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints",
-                    "metric_every"}
+                    "metric_every", "device"}
         diff = [k for k in old.to_dict() if k not in volatile and old.to_dict()[k] != tcfg.to_dict()[k]]
         if diff:
             raise ValueError(f"{ck_path}: training config differs in {diff}; use a new out_dir")
@@ -382,14 +390,14 @@ def train_stylegan2(
             idx = torch.randperm(len(dataset), generator=make_generator(tcfg.seed + 4))[:tcfg.metric_num]
             reals = torch.stack([dataset[int(i)]["image"] for i in idx])
             real_feats = _features(feat_fn, reals)
-        fakes = _generate(G_ema, metric_z)
+        fakes = _generate(G_ema, metric_z.to(dev))
         fd = frechet_distance(real_feats, _features(feat_fn, fakes))
         metric_log.write({"step": step, "kimg": cur_nimg / 1000, "frechet": fd, "features": feat_name,
                           "num": tcfg.metric_num})
         return fd
 
     def save_samples() -> None:
-        imgs = _generate(G_ema, fixed_z, psi=tcfg.truncation_psi_samples)
+        imgs = _generate(G_ema, fixed_z.to(dev), psi=tcfg.truncation_psi_samples)
         nrow = max(1, int(math.sqrt(tcfg.num_samples)))
         save_image_grid(imgs, out / "samples" / f"step_{step:07d}.png", nrow=nrow)
 
@@ -416,7 +424,7 @@ def train_stylegan2(
     t_last = time.perf_counter()
     while step < tcfg.steps:
         B = tcfg.batch_size
-        reals = next(batches)  # (B, 3, R, R)
+        reals = next(batches).to(dev)  # (B, 3, R, R)
 
         # -- G: non-saturating loss
         _requires_grad(G, True)
@@ -494,5 +502,5 @@ def train_stylegan2(
         p = out / "final_metrics.json"
         metrics = json.loads(p.read_text()) if p.is_file() else {"step": step, "kimg": cur_nimg / 1000}
         G_ema.load_state_dict(torch.load(final_ckpt, map_location="cpu", weights_only=False)["G_ema"])
-    G_ema.eval()
+    G_ema = G_ema.cpu().eval()
     return G_ema, metrics

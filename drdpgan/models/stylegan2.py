@@ -336,8 +336,10 @@ class SynthesisLayer(nn.Module):
         if self.use_noise:
             if noise is None:
                 if noise_mode == "random":
-                    noise = torch.randn((x.shape[0], 1, self.resolution, self.resolution),
-                                        generator=generator, device=x.device, dtype=x.dtype)
+                    # drawn on the generator's device (a CPU generator can feed a CUDA model)
+                    noise = torch.randn((x.shape[0], 1, self.resolution, self.resolution), generator=generator,
+                                        device=generator.device if generator is not None else x.device,
+                                        dtype=x.dtype).to(x.device)
                 elif noise_mode == "const":
                     noise = self.noise_const
                 elif noise_mode != "none":
