@@ -1,4 +1,4 @@
-"""The measurements of the paper's evaluation protocol (Sec. 4.2-4.3, Tables 1-3, Figures 6-8).
+"""The measurements of the paper's evaluation (Sec. 4.2-4.3): image, identity and password metrics, figures.
 
 Image metrics (Table 2 "MAE" / "PSNR", plus SSIM): the project's images live in ``[-1, 1]``;
 the paper measures on ``[0, 1]`` images, so every image metric here first maps its inputs
@@ -12,10 +12,7 @@ Identity metrics (Table 1 and Table 2 "Cosine Similarity"):
 * :func:`identity_cosines` -- per-image cosine between the embedding of an original and that
   of its anonymized (Table 2 col. 1, lower = better) or recovered (col. 2, higher = better)
   version, under an *evaluator* network (never the identity encoder of the training losses).
-* :func:`table1_classifier_protocol` -- Table 1: a FaceNet classifier trained on generated
-  images labelled with the *original* identities, tested on real held-out images of the same
-  identities (low accuracy on anonymized = good anonymization; high on recovered = good
-  recovery); chance is ``1 / n_classes``.
+* Table 1's classifiers: :func:`drdpgan.protocol.table1_classifier_protocol`.
 
 Password metrics (Table 3): :func:`drdpgan.models.binary_code.bit_error_rate` and
 :func:`drdpgan.models.binary_code.float_mse`, re-exported here (not re-implemented).
@@ -24,18 +21,16 @@ Figures: :func:`embedding_projection` / :func:`plot_identity_distribution` (Figu
 anonymized and recovered identity embeddings projected jointly to 2-D and 3-D) and
 :func:`diversity_matrix` (Figures 6-7: one face anonymized under several noises).
 
-Paper numbers: :func:`paper_reference` (Tables 1-3 as printed, checked against the paper
-text) and :func:`comparison_table` (the package's measurement beside the paper's figures).
+The protocol that uses these (splits, Tables 1-4, the paper's numbers) is :mod:`drdpgan.protocol`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.utils.data import Dataset
 
 from .models.binary_code import bit_error_rate, float_mse
 
@@ -48,15 +43,9 @@ __all__ = [
     "float_mse",
     "cosine",
     "identity_cosines",
-    "TensorFaceDataset",
-    "table1_classifier_protocol",
     "embedding_projection",
     "plot_identity_distribution",
     "diversity_matrix",
-    "paper_reference",
-    "comparison_table",
-    "PAPER_TABLES",
-    "REFERENCE_ALIASES",
 ]
 
 
@@ -200,80 +189,6 @@ def identity_cosines(embed_fn: Callable, originals: torch.Tensor, others: torch.
     return cosine(ea, eb)
 
 
-class TensorFaceDataset(Dataset):
-    """In-memory images + labels with the package's item contract.
-
-    ``images``: ``(N,3,H,W)`` float in ``[-1, 1]`` (uint8 is converted); ``labels``: ``(N,)``
-    ints. Items: ``{"image": (3,H,W) float32, "identity": int64 scalar tensor, "index": int}``.
-    Attributes ``labels`` (int64 numpy), ``n_identities`` (given, else ``max(labels) + 1``) and
-    ``image_size``.
-    """
-
-    def __init__(self, images, labels, n_identities: int | None = None):
-        x = torch.as_tensor(images)
-        if x.dtype == torch.uint8:
-            x = x.float() / 127.5 - 1.0
-        self.images = x.float()
-        self.labels = np.asarray(torch.as_tensor(labels).cpu().numpy(), dtype=np.int64).ravel()
-        if len(self.labels) != len(self.images):
-            raise ValueError(f"{len(self.images)} images vs {len(self.labels)} labels")
-        self.n_identities = int(n_identities) if n_identities is not None else int(self.labels.max()) + 1
-        self.image_size = int(self.images.shape[-1])
-
-    def __len__(self) -> int:
-        return int(len(self.labels))
-
-    def __getitem__(self, i: int) -> dict:
-        i = int(i)
-        return {"image": self.images[i], "identity": torch.tensor(self.labels[i], dtype=torch.int64), "index": i}
-
-
-def table1_classifier_protocol(train_images, train_labels, test_dataset, n_classes: int, cfg=None,
-                               seed: int = 0, progress: bool = False, tcfg=None,
-                               return_model: bool = False) -> dict[str, Any]:
-    """Table 1: train a FaceNet classifier on given images with the ORIGINAL labels, test on real ones.
-
-    ``train_images`` ``(N,3,H,W)`` in ``[-1, 1]`` -- anonymized, recovered or original images --
-    with ``train_labels`` the identities of the *originals* they came from (``0..n_classes-1``).
-    A fresh :class:`~drdpgan.models.facenet.FaceNetEvaluator` (architecture ``cfg``, a
-    :class:`~drdpgan.models.facenet.FaceNetConfig`) is trained by
-    :func:`drdpgan.train_priors.train_facenet_classifier` (training config ``tcfg``, a
-    :class:`~drdpgan.train_priors.FaceNetTrainConfig`, whose ``seed`` is replaced by ``seed``),
-    then scored with :func:`~drdpgan.models.facenet.classifier_accuracy` on ``test_dataset``: real
-    held-out images of the same identities (a dataset of item dicts, or ``(images, labels)``).
-
-    Returns ``{"acc", "chance" (= 1/n_classes), "n_classes", "n_train", "n_test",
-    "train_acc_last_epoch", "train_steps", "train_time_s"}`` (+ ``"model"`` when
-    ``return_model``). Accuracies are fractions (the paper prints percentages).
-    """
-    from dataclasses import replace
-
-    from .models.facenet import classifier_accuracy
-    from .train_priors import FaceNetTrainConfig, train_facenet_classifier
-
-    tcfg = replace(tcfg, seed=int(seed)) if tcfg is not None else FaceNetTrainConfig(seed=int(seed))
-    train_ds = TensorFaceDataset(train_images, train_labels, n_identities=n_classes)
-    if train_ds.labels.min() < 0 or train_ds.labels.max() >= n_classes:
-        raise ValueError(f"train labels must lie in 0..{n_classes - 1}")
-    model = train_facenet_classifier(train_ds, n_classes, cfg=cfg, progress=progress, tcfg=tcfg)
-    acc = classifier_accuracy(model, test_dataset)
-    hist = getattr(model, "train_history", {}) or {}
-    epochs = hist.get("epochs") or []
-    out: dict[str, Any] = {
-        "acc": float(acc),
-        "chance": 1.0 / n_classes,
-        "n_classes": int(n_classes),
-        "n_train": len(train_ds),
-        "n_test": len(test_dataset[1]) if isinstance(test_dataset, (tuple, list)) else len(test_dataset),
-        "train_acc_last_epoch": (epochs[-1].get("acc") if epochs else None),
-        "train_steps": hist.get("steps"),
-        "train_time_s": hist.get("time_s"),
-    }
-    if return_model:
-        out["model"] = model
-    return out
-
-
 # --------------------------------------------------------------------------- Figure 8
 
 
@@ -394,108 +309,3 @@ def diversity_matrix(embed_fn: Callable, variants: torch.Tensor, batch_size: int
     k = len(m)
     off = float((m.sum() - np.trace(m)) / (k * (k - 1))) if k >= 2 else float("nan")
     return m, off
-
-
-# --------------------------------------------------------------------------- paper numbers
-
-#: The paper's Tables 1-3, transcribed from the text (Sec. 4.3). Table 1 accuracies are
-#: converted from percent to fractions (the package measures fractions). ``better``: which
-#: direction is better. Table 3 reports only the paper's own method.
-PAPER_TABLES: list[dict[str, Any]] = [
-    # Table 1 -- CASIA, FaceNet classifier trained on generated images, tested on real ones.
-    {"table": "Table 1", "dataset": "CASIA", "key": "cls.acc_anonymized",
-     "metric": "FaceNet classifier accuracy, trained on anonymized (fraction)", "better": "lower",
-     "ours": 0.0685, "RiDDLE": 0.0756, "FIT": 0.0963},
-    {"table": "Table 1", "dataset": "CASIA", "key": "cls.acc_recovered",
-     "metric": "FaceNet classifier accuracy, trained on recovered (fraction)", "better": "higher",
-     "ours": 0.9379, "RiDDLE": 0.9236, "FIT": 0.9102},
-    # Table 2 -- CelebA-HQ.
-    {"table": "Table 2", "dataset": "CelebA-HQ", "key": "anon.cos",
-     "metric": "identity cosine, anonymized vs original", "better": "lower",
-     "ours": 0.103, "RiDDLE": 0.159, "FIT": 0.181},
-    {"table": "Table 2", "dataset": "CelebA-HQ", "key": "rec.cos",
-     "metric": "identity cosine, recovered vs original", "better": "higher",
-     "ours": 0.811, "RiDDLE": 0.782, "FIT": 0.760},
-    {"table": "Table 2", "dataset": "CelebA-HQ", "key": "rec.mae",
-     "metric": "recovery MAE ([0,1] images)", "better": "lower",
-     "ours": 0.055, "RiDDLE": 0.079, "FIT": 0.070},
-    {"table": "Table 2", "dataset": "CelebA-HQ", "key": "rec.psnr",
-     "metric": "recovery PSNR (dB)", "better": "higher",
-     "ours": 23.029, "RiDDLE": 20.231, "FIT": 19.215},
-    # Table 3 -- password accuracy, the paper's method only.
-    {"table": "Table 3", "dataset": "CelebA-HQ", "key": "password.ber",
-     "metric": "password bit error rate", "better": "lower", "ours": 0.0001, "RiDDLE": None, "FIT": None},
-    {"table": "Table 3", "dataset": "CelebA-HQ", "key": "password.fmse",
-     "metric": "password float MSE", "better": "lower", "ours": 0.0010, "RiDDLE": None, "FIT": None},
-    {"table": "Table 3", "dataset": "CASIA", "key": "password.ber",
-     "metric": "password bit error rate", "better": "lower", "ours": 0.0001, "RiDDLE": None, "FIT": None},
-    {"table": "Table 3", "dataset": "CASIA", "key": "password.fmse",
-     "metric": "password float MSE", "better": "lower", "ours": 0.0013, "RiDDLE": None, "FIT": None},
-]
-
-#: Package metric keys that measure the same quantity as a paper key with another recognizer.
-REFERENCE_ALIASES: dict[str, str] = {
-    "anon.cos_train_encoder": "anon.cos",
-    "anon.cos_dlib": "anon.cos",
-    "rec.cos_train_encoder": "rec.cos",
-    "rec.cos_dlib": "rec.cos",
-    "hiding.ber": "password.ber",
-    "hiding.fmse": "password.fmse",
-}
-
-
-def paper_reference():
-    """The paper's Tables 1-3 as a ``pandas.DataFrame``, one row per (table, dataset, metric).
-
-    Columns: ``table, dataset, key`` (the package's metric key, see
-    :data:`drdpgan.results.METRIC_KEYS`), ``metric``, ``better`` (``"lower"``/``"higher"``),
-    ``ours`` (DR-DPGAN), ``RiDDLE``, ``FIT`` (NaN where the paper gives none: Table 3).
-    Table 1 values are fractions (paper: 6.85 % -> 0.0685). ``pandas.DataFrame(PAPER_TABLES)``.
-    """
-    import pandas as pd
-
-    return pd.DataFrame(PAPER_TABLES).astype({"ours": float, "RiDDLE": float, "FIT": float})
-
-
-def comparison_table(measured: Mapping[str, float], keys: Iterable[str] | None = None,
-                     dataset: str | None = None):
-    """The package's measurements in a column beside the paper's figures -> ``pandas.DataFrame``.
-
-    Columns, in order: ``metric, key, package, paper, RiDDLE, FIT, paper_dataset, better``;
-    ``paper`` is the paper's own method (DR-DPGAN, "ours" in its tables). ``keys`` defaults to
-    the paper's keys (Tables 1-3 order) followed by any other measured key. A key missing from
-    ``measured`` gets a NaN ``package`` value; a key the paper does not report gets NaN paper
-    columns unless it is in :data:`REFERENCE_ALIASES` (e.g. ``anon.cos_dlib`` is compared with
-    the paper's ``anon.cos``). Table 3 keys appear once per paper dataset (CelebA-HQ, CASIA)
-    unless ``dataset`` selects one.
-    """
-    import pandas as pd
-
-    ref = paper_reference()
-    if dataset is not None:
-        ref = ref[(ref["table"] != "Table 3") | (ref["dataset"] == dataset)]
-    if keys is None:
-        keys = list(dict.fromkeys(list(ref["key"]) + list(measured)))
-    try:
-        from .results import METRIC_KEYS, documented_key
-    except Exception:  # pragma: no cover - results is part of the package
-        METRIC_KEYS, documented_key = {}, (lambda k: None)
-    rows = []
-    for key in keys:
-        base = REFERENCE_ALIASES.get(key, key)
-        hits = ref[ref["key"] == base]
-        value = measured.get(key, float("nan"))
-        value = float(value) if value is not None else float("nan")
-        if len(hits):
-            for _, r in hits.iterrows():
-                metric = r["metric"] if base == key else f"{r['metric']} [{key}]"
-                rows.append({"metric": metric, "key": key, "package": value, "paper": r["ours"],
-                             "RiDDLE": r["RiDDLE"], "FIT": r["FIT"], "paper_dataset": r["dataset"],
-                             "better": r["better"]})
-        else:
-            doc = documented_key(key)
-            rows.append({"metric": METRIC_KEYS.get(doc, key) if doc else key, "key": key, "package": value,
-                         "paper": float("nan"), "RiDDLE": float("nan"), "FIT": float("nan"),
-                         "paper_dataset": None, "better": None})
-    return pd.DataFrame(rows, columns=["metric", "key", "package", "paper", "RiDDLE", "FIT", "paper_dataset",
-                                       "better"])

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from drdpgan import evaluate as ev
+from drdpgan import protocol as pr
 from drdpgan.models.binary_code import bit_error_rate, float_mse
 
 
@@ -181,7 +182,7 @@ def test_diversity_matrix():
 
 
 def test_tensor_face_dataset_items():
-    ds = ev.TensorFaceDataset(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), [0, 1, 1, 2])
+    ds = pr.TensorFaceDataset(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), [0, 1, 1, 2])
     item = ds[2]
     assert set(item) == {"image", "identity", "index"}
     assert item["image"].dtype == torch.float32 and float(item["image"].min()) == -1.0
@@ -209,9 +210,9 @@ def test_table1_protocol_toy():
     x_anon, y_anon = _colour_toy(24, 1, g)
     cfg = FaceNetConfig(input_size=75, repeats=(0, 0, 0), dropout_prob=0.0)
     tcfg = FaceNetTrainConfig(epochs=8, batch_size=8, warmup_steps=2, lr=3e-3, shift=0)
-    test_ds = ev.TensorFaceDataset(x_test, y_test, n_identities=3)
-    rec = ev.table1_classifier_protocol(x_train, y_train, test_ds, 3, cfg=cfg, seed=0, tcfg=tcfg)
-    anon = ev.table1_classifier_protocol(x_anon, y_anon, (x_test, y_test), 3, cfg=cfg, seed=0, tcfg=tcfg)
+    test_ds = pr.TensorFaceDataset(x_test, y_test, n_identities=3)
+    rec = pr.table1_classifier_protocol(x_train, y_train, test_ds, 3, cfg=cfg, seed=0, tcfg=tcfg)
+    anon = pr.table1_classifier_protocol(x_anon, y_anon, (x_test, y_test), 3, cfg=cfg, seed=0, tcfg=tcfg)
     assert rec["chance"] == pytest.approx(1 / 3) and rec["n_train"] == 24 and rec["n_test"] == 12
     assert rec["acc"] >= 0.9
     assert anon["acc"] <= 0.1
@@ -264,7 +265,7 @@ def test_plot_identity_distribution():
 
 
 def test_paper_reference_numbers():
-    ref = ev.paper_reference()
+    ref = pr.paper_reference()
 
     def val(key, col, dataset=None):
         rows = ref[ref["key"] == key]
@@ -285,7 +286,7 @@ def test_paper_reference_numbers():
 
 def test_comparison_table():
     measured = {"rec.psnr": 25.0, "anon.cos_dlib": 0.2, "rec.ssim": 0.8}
-    df = ev.comparison_table(measured, keys=["rec.psnr", "anon.cos_dlib", "rec.ssim", "rec.mae", "password.ber"])
+    df = pr.comparison_table(measured, keys=["rec.psnr", "anon.cos_dlib", "rec.ssim", "rec.mae", "password.ber"])
     assert list(df.columns)[:6] == ["metric", "key", "package", "paper", "RiDDLE", "FIT"]
     row = df[df["key"] == "rec.psnr"].iloc[0]
     assert row["package"] == 25.0 and row["paper"] == 23.029 and row["FIT"] == 19.215
@@ -293,7 +294,7 @@ def test_comparison_table():
     assert math.isnan(df[df["key"] == "rec.ssim"].iloc[0]["paper"])
     assert math.isnan(df[df["key"] == "rec.mae"].iloc[0]["package"])
     assert (df["key"] == "password.ber").sum() == 2  # CelebA-HQ and CASIA
-    one = ev.comparison_table(measured, keys=["password.ber"], dataset="CASIA")
+    one = pr.comparison_table(measured, keys=["password.ber"], dataset="CASIA")
     assert len(one) == 1 and one.iloc[0]["paper_dataset"] == "CASIA"
-    full = ev.comparison_table(measured)
+    full = pr.comparison_table(measured)
     assert "cls.acc_recovered" in set(full["key"]) and "rec.ssim" in set(full["key"])

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from drdpgan.checkpoints import CheckpointError, load_model, save_drdpgan
-from drdpgan.experiment import ABLATIONS, protocol_split, run_paths, table2_metrics, table3_metrics
+from drdpgan.protocol import ABLATIONS, protocol_split, run_paths, table2_metrics, table3_metrics
 from drdpgan.train_drdpgan import DRDPGANTrainConfig, train_drdpgan
 from toys import RES, ToyCircles, tiny_model
 
