@@ -124,7 +124,8 @@ def _git(*args: str) -> str | None:
 def code_state() -> dict[str, Any]:
     """The commit the code runs at, whether the package differs from it, and which paths do."""
     commit = _git("rev-parse", "HEAD")
-    dirty = _git("status", "--porcelain", "--", "drdpgan", "pyproject.toml", "requirements.txt")
+    # the shipped weights are outputs, not code: a new export in drdpgan/weights does not make the code dirty
+    dirty = _git("status", "--porcelain", "--", "drdpgan", ":!drdpgan/weights", "pyproject.toml", "requirements.txt")
     return {"commit": commit.strip() if commit else None, "dirty": None if dirty is None else bool(dirty.strip()),
             "dirty_paths": [] if not dirty else [line[3:] for line in dirty.splitlines() if line.strip()]}
 
