@@ -28,7 +28,7 @@ PY=.venv/bin/python
 $PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name(0))"
 # shipped weights need their provenance: a git checkout at a commit, with the package unmodified
 git rev-parse HEAD >/dev/null 2>&1 || { echo "not a git checkout: the exports would be refused" >&2; exit 2; }
-[ -z "$(git status --porcelain -- drdpgan pyproject.toml requirements.txt)" ] || {
+[ -z "$(git status --porcelain -- drdpgan ':!drdpgan/weights' pyproject.toml requirements.txt)" ] || {
     echo "uncommitted changes in the package: the exports would be refused" >&2; exit 2; }
 
 # the faces (CPU, all cores), then the four trainings side by side on the one GPU
