@@ -16,7 +16,7 @@ set -euo pipefail
 OUT="${OUT:-out}"
 DEADLINE="${DEADLINE:-480}"   # seconds of training before the exports start
 PROFILE="${PROFILE:-cpu}"
-mkdir -p "$OUT" logs
+mkdir -p "$OUT" artifacts/logs
 
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
@@ -36,7 +36,7 @@ $PY -c "from drdpgan.pretrain import pretraining_faces; pretraining_faces('$PROF
 pids=()
 for net in identity prior3d evaluator stylegan2; do
     timeout "$DEADLINE" $PY -m drdpgan.pretrain "$net" --profile "$PROFILE" --device cuda --quiet \
-        > "logs/pretrain_$net.log" 2>&1 &
+        > "artifacts/logs/pretrain_$net.log" 2>&1 &
     pids+=($!)
 done
 for pid in "${pids[@]}"; do wait "$pid" || true; done
@@ -45,10 +45,10 @@ for net in identity prior3d evaluator stylegan2; do
     if [ "$net" = stylegan2 ]; then
         # finalize the StyleGAN2 run at the step it reached (writes stylegan2.pt)
         step=$($PY -c "from drdpgan.runlog import latest_checkpoint; from drdpgan.pretrain import work_dir; c=latest_checkpoint(work_dir('$PROFILE','stylegan2')); print(int(c.stem.split('_')[-1]) if c else 0)")
-        [ "$step" -gt 0 ] && $PY -m drdpgan.pretrain stylegan2 --profile "$PROFILE" --steps "$step" --quiet >> logs/pretrain_stylegan2.log 2>&1 || true
+        [ "$step" -gt 0 ] && $PY -m drdpgan.pretrain stylegan2 --profile "$PROFILE" --steps "$step" --quiet >> artifacts/logs/pretrain_stylegan2.log 2>&1 || true
     fi
-    $PY -m drdpgan.pretrain export --network "$net" --profile "$PROFILE" >> "logs/export_$net.log" 2>&1 || echo "not exported: $net"
+    $PY -m drdpgan.pretrain export --network "$net" --profile "$PROFILE" >> "artifacts/logs/export_$net.log" 2>&1 || echo "not exported: $net"
 done
 cp -r drdpgan/weights "$OUT/" 2>/dev/null || true
-cp logs/*.log "$OUT/" 2>/dev/null || true
+cp artifacts/logs/*.log "$OUT/" 2>/dev/null || true
 $PY -m drdpgan.pretrain status --profile "$PROFILE" | tee "$OUT/status.json"
