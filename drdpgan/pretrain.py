@@ -533,6 +533,13 @@ def status(profile: str) -> dict[str, Any]:
     for d in sorted(root.glob("*")) if root.is_dir() else []:
         cks = sorted((d / "checkpoints").glob("ckpt_*.pt"))
         info: dict[str, Any] = {"latest_checkpoint": cks[-1].name if cks else None}
+        state = d / "state" / "train_state.pt"  # the priors' resumable state
+        if state.is_file():
+            import torch
+
+            info["resumable_step"] = int(torch.load(state, map_location="cpu", weights_only=False)["step"])
+        if (d / "final_metrics.json").is_file():
+            info["finished"] = json.loads((d / "final_metrics.json").read_text())
         for name in ("losses.csv", "metrics.csv"):
             f = d / name
             if f.is_file():
