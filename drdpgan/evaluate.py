@@ -30,7 +30,6 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 from .models.binary_code import bit_error_rate, float_mse
 
@@ -159,17 +158,11 @@ def cosine(a, b) -> np.ndarray:
 
 @torch.no_grad()
 def _embed_all(embed_fn: Callable, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Embed ``(N,3,H,W)`` images in batches; an ``nn.Module`` runs in eval mode (restored after)."""
-    was_training = isinstance(embed_fn, nn.Module) and embed_fn.training
-    if isinstance(embed_fn, nn.Module):
-        embed_fn.eval()
-    try:
-        outs = [torch.as_tensor(embed_fn(images[i : i + batch_size])).detach().float().cpu()
-                for i in range(0, len(images), batch_size)]
-    finally:
-        if was_training:
-            embed_fn.train()
-    return torch.cat(outs) if outs else torch.empty(0, 0)
+    """Embed ``(N,3,H,W)`` images in batches (:func:`drdpgan.verification.embed`: no gradients, a module
+    in eval mode, restored after)."""
+    from .verification import embed
+
+    return embed(embed_fn, torch.as_tensor(images), batch_size=batch_size)
 
 
 def identity_cosines(embed_fn: Callable, originals: torch.Tensor, others: torch.Tensor,

@@ -23,6 +23,7 @@ from the notebooks' small live-training budgets.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
@@ -33,7 +34,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .notebook_params import derived_seed, evaluator_config, identity_encoder_config, prior3d_config, stylegan2_config
+from .notebook_params import evaluator_config, identity_encoder_config, prior3d_config, stylegan2_config
 from .repro import artifacts_root, project_root
 
 __all__ = ["STYLEGAN2_RECIPES", "PRIOR_RECIPES", "work_dir", "record_provenance", "pretrain_stylegan2",
@@ -98,6 +99,7 @@ def _prior_recipes() -> dict[str, dict[str, Any]]:
         # the 3D prior of real faces: the cpu pretraining faces (true coefficients) plus the LFW
         # training crops with landmark pseudo-labels (drdpgan.landmark_labels), repeated
         # real_repeats times; mirror augmentation with the pose and eye-closure flip
+        "synthetic_from": "cpu",
         "real_repeats": 4,
         "prior3d": Prior3DTrainConfig(seed=2, epochs=8, batch_size=128, lr=2e-3, warmup_steps=100, flip_p=0.5,
                                       flip_expression_perm=EXPRESSION_FLIP, checkpoint_every=100),
@@ -209,8 +211,6 @@ def pretrain_stylegan2(profile: str, steps: int | None = None, progress: bool = 
     G, metrics = train_stylegan2(data["train"], gcfg, tcfg, out, progress=progress, init_state=init_state)
     from .checkpoints import save_checkpoint
 
-    import csv
-
     with open(out / "losses.csv", newline="") as f:  # training time over every segment of the run
         sec = sum(float(r["sec_per_step"]) * tcfg.log_every for r in csv.DictReader(f) if r["sec_per_step"])
     save_checkpoint(out / "stylegan2.pt", G, metrics={**metrics, "steps": metrics.get("step"),
@@ -220,9 +220,9 @@ def pretrain_stylegan2(profile: str, steps: int | None = None, progress: bool = 
 
 
 def pretraining_faces(profile: str, progress: bool = True):
-    """The synthetic faces the cpu priors pretrain on: the profile's training identities plus
-    ``extra_identities`` from :data:`EXTRA_IDENTITY_START` (``samples_per_identity`` each), with the
-    profile's held-out identities for evaluation. Cached in ``artifacts/pretrain/<profile>/data``."""
+    """The synthetic faces the priors pretrain on: the profile's training identities plus
+    ``extra_identities`` from :data:`EXTRA_IDENTITY_START` (``samples_per_identity`` each), as one
+    :class:`~drdpgan.data.datasets.SyntheticFaceDataset` cached in ``artifacts/pretrain/<profile>/data``."""
     from . import stages
     from .data.datasets import SyntheticFaceDataset
 
@@ -232,10 +232,8 @@ def pretraining_faces(profile: str, progress: bool = True):
         raise ValueError(f"pretraining_faces renders the synthetic world; profile {profile!r} uses {p01['dataset']!r}")
     ids = list(range(int(p01["n_identities"]))) + list(
         range(EXTRA_IDENTITY_START, EXTRA_IDENTITY_START + int(r["extra_identities"])))
-    train = SyntheticFaceDataset(stages.world_config(p01), ids, int(r["samples_per_identity"]),
-                                 cache_dir=work_dir(profile, "data"), progress=progress)
-    return {"train": train, "heldout": stages.synthetic_data(p01, progress)["heldout"],
-            "profile_train": stages.synthetic_data(p01, progress)["train"], "p01": p01}
+    return SyntheticFaceDataset(stages.world_config(p01), ids, int(r["samples_per_identity"]),
+                                cache_dir=work_dir(profile, "data"), progress=progress)
 
 
 def real_face_labels(profile: str, split: str, progress: bool = True):
@@ -281,67 +279,6 @@ def measure_real_prior3d(model, profile: str, progress: bool = False) -> dict[st
             "prior3d.r2_expression": r2["expression_mean"], "prior3d.r2_pose": r2["pose_mean"]}
 
 
-def pretrain_prior(network: str, profile: str, progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) one prior network of ``profile`` (``identity``, ``evaluator`` or ``prior3d``)
-    with its recipe on :func:`pretraining_faces`, measure it as the notebooks do, and save
-    ``<work>/<network>.pt`` (the package's checkpoint format) with the metrics."""
-    import numpy as np
-
-    from . import stages
-    from .checkpoints import save_checkpoint
-    from .data.datasets import LabeledSubset
-    from .models.prior3d import r2_per_coefficient
-    from .train_priors import train_facenet, train_identity_encoder, train_prior3d
-
-    if profile not in PRIOR_RECIPES:
-        raise ValueError(f"no prior pretraining recipe for profile {profile!r}; known: {sorted(PRIOR_RECIPES)}")
-    r = PRIOR_RECIPES[profile]
-    out = work_dir(profile, network)
-    if profile != "cpu" and network == "prior3d":
-        return _pretrain_real_prior3d(profile, r, out, progress)
-    if profile != "cpu":
-        return _pretrain_real_recognizer(network, profile, r, out, progress)
-    data = pretraining_faces(profile, progress)
-    p02 = stages.notebook_params("02_identity_encoder", profile)
-    p03 = stages.notebook_params("03_prior3d", profile)
-    state = out / "state"
-    record_provenance(out, {"network": network, "profile": profile, "resumed": (state / "train_state.pt").is_file(),
-                            "n_train": len(data["train"])})
-    t0 = time.time()
-    seed = int(p02["seed"])
-    if network == "identity":
-        cfg = identity_encoder_config(p02)
-        model, hist = train_identity_encoder(data["train"], cfg, r["identity"], out_dir=state, progress=progress)
-        rep = stages.verification_report(model, data["profile_train"], data["heldout"], int(p02["verif_pairs"]), seed)
-        metrics = {"identity.verif_acc": rep["acc"], "identity.roc_auc": rep["auc"]}
-    elif network == "evaluator":
-        cfg = evaluator_config(p02)
-        train = data["train"]
-        # the evaluator's own split of the training identities (as notebook 02), another seed
-        rng = np.random.default_rng(derived_seed(seed, "evaluator_split"))
-        keep = rng.permutation(train.n_identities)[: int(round(train.n_identities * float(p02["eval_identity_fraction"])))]
-        subset = LabeledSubset(train, np.flatnonzero(np.isin(train.labels, keep)), relabel=True)
-        model, hist = train_facenet(subset, cfg, r["evaluator"], out_dir=state, progress=progress)
-        rep = stages.verification_report(model, data["profile_train"], data["heldout"], int(p02["verif_pairs"]), seed)
-        metrics = {"evaluator.verif_acc": rep["acc"], "evaluator.roc_auc": rep["auc"]}
-    elif network == "prior3d":
-        cfg = prior3d_config(p03)
-        model, hist = train_prior3d(data["train"], cfg, r["prior3d"], out_dir=state, progress=progress)
-        r2 = r2_per_coefficient(model, data["heldout"])
-        metrics = {"prior3d.r2_expression": r2["expression_mean"], "prior3d.r2_pose": r2["pose_mean"],
-                   "prior3d.r2_expression_each": r2["expression"], "prior3d.r2_pose_each": r2["pose"]}
-    else:
-        raise ValueError(f"unknown prior {network!r}; expected identity, evaluator or prior3d")
-    metrics.update({"steps": hist["steps"], "images_seen": hist["steps"] * getattr(r[network], "batch_size"),
-                    "train_seconds": hist["time_s"], "n_train": len(data["train"]),
-                    "n_train_identities": int(data["train"].n_identities)})
-    save_checkpoint(out / f"{network}.pt", model, metrics=metrics)
-    from .repro import atomic_write_json
-
-    atomic_write_json(out / "final_metrics.json", {**metrics, "wall_seconds_this_call": time.time() - t0})
-    return metrics
-
-
 def _initial_weights(profile: str, network: str) -> tuple[dict, dict[str, Any]]:
     """State dict to fine-tune from: the shipped weights of ``profile`` when there are, else its
     finished pretraining run; with a record of which file it was."""
@@ -358,67 +295,62 @@ def _initial_weights(profile: str, network: str) -> tuple[dict, dict[str, Any]]:
     return model.state_dict(), {"init": str(path.relative_to(artifacts_root())), "sha256": shipped.sha256_of(path)}
 
 
-def _pretrain_real_recognizer(network: str, profile: str, r: dict[str, Any], out: Path, progress: bool):
-    import numpy as np
+def _training_set(network: str, profile: str, r: dict[str, Any], progress: bool):
+    """``(dataset, init_state or None, provenance extras)`` of one prior's pretraining:
 
+    * synthetic profiles: :func:`pretraining_faces` (the evaluator on its own identity split);
+    * real-face profiles: the identity encoder and evaluator fine-tune the ``init_from`` profile's
+      networks on the real training faces; the 3D prior trains on the synthetic pretraining faces
+      plus the real ones with landmark pseudo-labels, repeated ``real_repeats`` times."""
     from . import stages
-    from .checkpoints import save_checkpoint
-    from .data.datasets import LabeledSubset
-    from .repro import atomic_write_json
-    from .train_priors import train_facenet, train_identity_encoder
+    from .data.datasets import CoefficientFaces
 
     p01 = stages.notebook_params("01_data", profile)
     p02 = stages.notebook_params("02_identity_encoder", profile)
-    data = stages.face_data(p01, progress)
-    init, init_info = _initial_weights(r["init_from"], network)
-    record_provenance(out, {"network": network, "profile": profile, **init_info,
-                            "resumed": (out / "state" / "train_state.pt").is_file(), "n_train": len(data["train"])})
-    t0, seed = time.time(), int(p02["seed"])
-    pairs = stages.lfw_test_pairs(p01, data["heldout"])
-    if network == "identity":
-        cfg = identity_encoder_config(p02)
-        model, hist = train_identity_encoder(data["train"], cfg, r["identity"], out_dir=out / "state",
-                                             progress=progress, init_state=init)
-    elif network == "evaluator":
-        train = data["train"]
-        rng = np.random.default_rng(derived_seed(seed, "evaluator_split"))
-        keep = rng.permutation(train.n_identities)[: int(round(train.n_identities * float(p02["eval_identity_fraction"])))]
-        subset = LabeledSubset(train, np.flatnonzero(np.isin(train.labels, keep)), relabel=True)
-        cfg = evaluator_config(p02)
-        model, hist = train_facenet(subset, cfg, r["evaluator"], out_dir=out / "state", progress=progress,
-                                    init_state=init)
+    if p01["dataset"] == "synthetic":
+        train, init, info = pretraining_faces(profile, progress), None, {}
+    elif network == "prior3d":
+        synthetic = pretraining_faces(r["synthetic_from"], progress)
+        real = real_face_labels(profile, "train", progress)
+        train = CoefficientFaces.concat([(CoefficientFaces(synthetic.images, synthetic.coeffs["expression"],
+                                                           synthetic.coeffs["pose"]), 1), (real, int(r["real_repeats"]))])
+        init, info = None, {"n_real": len(real)}
     else:
-        raise ValueError(f"unknown prior {network!r}; expected identity, evaluator or prior3d")
-    rep = stages.verification_report(model, data["train"], data["heldout"], int(p02["verif_pairs"]), seed, lfw_pairs=pairs)
-    metrics = {f"{network}.verif_acc": rep["acc"], f"{network}.roc_auc": rep["auc"], "steps": hist["steps"],
-               "images_seen": hist["steps"] * r[network].batch_size, "train_seconds": hist["time_s"],
-               "n_train": len(data["train"]), **init_info}
-    save_checkpoint(out / f"{network}.pt", model, metrics=metrics)
-    atomic_write_json(out / "final_metrics.json", {**metrics, "wall_seconds_this_call": time.time() - t0})
-    return metrics
+        train = stages.face_data(p01, progress)["train"]
+        init, info = _initial_weights(r["init_from"], network)
+    if network == "evaluator":
+        train = stages.evaluator_subset(train, p02)
+    return train, init, info
 
 
-def _pretrain_real_prior3d(profile: str, r: dict[str, Any], out: Path, progress: bool) -> dict[str, Any]:
+def pretrain_prior(network: str, profile: str, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) one prior network of ``profile`` (``identity``, ``evaluator`` or ``prior3d``)
+    with its recipe on :func:`_training_set`, measure it with :func:`measure` (as the notebooks do),
+    and save ``<work>/<network>.pt`` (the package's checkpoint format) with the metrics."""
     from . import stages
     from .checkpoints import save_checkpoint
-    from .data.datasets import CoefficientFaces
     from .repro import atomic_write_json
-    from .train_priors import train_prior3d
+    from .train_priors import train_facenet, train_identity_encoder, train_prior3d
 
-    synthetic = pretraining_faces("cpu", progress)["train"]
-    real = real_face_labels(profile, "train", progress)
-    train = CoefficientFaces.concat([(CoefficientFaces(synthetic.images, synthetic.coeffs["expression"],
-                                                       synthetic.coeffs["pose"]), 1), (real, int(r["real_repeats"]))])
-    record_provenance(out, {"network": "prior3d", "profile": profile, "n_train": len(train),
-                            "n_real": len(real), "resumed": (out / "state" / "train_state.pt").is_file()})
-    p03 = stages.notebook_params("03_prior3d", profile)
+    if profile not in PRIOR_RECIPES:
+        raise ValueError(f"no prior pretraining recipe for profile {profile!r}; known: {sorted(PRIOR_RECIPES)}")
+    builders = {"identity": ("02_identity_encoder", identity_encoder_config, train_identity_encoder),
+                "evaluator": ("02_identity_encoder", evaluator_config, train_facenet),
+                "prior3d": ("03_prior3d", prior3d_config, train_prior3d)}
+    if network not in builders:
+        raise ValueError(f"unknown prior {network!r}; expected one of {sorted(builders)}")
+    stem, config_of, trainer = builders[network]
+    r, out = PRIOR_RECIPES[profile], work_dir(profile, network)
+    train, init, info = _training_set(network, profile, r, progress)
+    record_provenance(out, {"network": network, "profile": profile, "n_train": len(train), **info,
+                            "resumed": (out / "state" / "train_state.pt").is_file()})
     t0 = time.time()
-    model, hist = train_prior3d(train, prior3d_config(p03), r["prior3d"],
-                                out_dir=out / "state", progress=progress)
-    metrics = measure_real_prior3d(model, profile, progress)
-    metrics.update({"steps": hist["steps"], "images_seen": hist["steps"] * r["prior3d"].batch_size,
-                    "train_seconds": hist["time_s"], "n_train": len(train), "n_real": len(real)})
-    save_checkpoint(out / "prior3d.pt", model, metrics=metrics)
+    model, hist = trainer(train, config_of(stages.notebook_params(stem, profile)), r[network], out_dir=out / "state",
+                          progress=progress, **({"init_state": init} if init is not None else {}))
+    metrics = {**measure(network, profile, model, progress), "steps": hist["steps"],
+               "images_seen": hist["steps"] * r[network].batch_size, "train_seconds": hist["time_s"],
+               "n_train": len(train), "n_train_identities": int(train.n_identities), **info}
+    save_checkpoint(out / f"{network}.pt", model, metrics=metrics)
     atomic_write_json(out / "final_metrics.json", {**metrics, "wall_seconds_this_call": time.time() - t0})
     return metrics
 
@@ -458,7 +390,7 @@ def check_metric(network: str, model, data) -> tuple[str, float]:
 
         z = torch.randn(len(data), model.z_dim, generator=make_generator(0))
         fakes = batched(lambda zz: model(zz, noise_mode="const"), z, batch_size=50)
-        reals = torch.stack([data[i]["image"] for i in range(len(data))])
+        reals = data.image_tensor()
         return "stylegan2.check_frechet_pixel8", float(frechet_distance(pixel_features(reals).numpy(),
                                                                         pixel_features(fakes).numpy()))
     raise ValueError(f"unknown network {network!r}")

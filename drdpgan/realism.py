@@ -22,16 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["embed_images", "fd_ratio", "frame_for_detection", "face_detect_rate", "sample_generator",
+__all__ = ["fd_ratio", "frame_for_detection", "face_detect_rate", "sample_generator",
            "generator_realism"]
-
-
-def embed_images(embed_fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
-                 batch_size: int = 128) -> np.ndarray:
-    """``embed_fn`` over ``(N,3,H,W)`` images in [-1, 1] in batches -> ``(N, D)`` float64."""
-    from .repro import batched
-
-    return batched(lambda x: embed_fn(x).float().reshape(len(x), -1), images, batch_size=batch_size).double().numpy()
 
 
 def fd_ratio(embed_fn: Callable[[torch.Tensor], torch.Tensor], generated: torch.Tensor, real_a: torch.Tensor,
@@ -43,7 +35,9 @@ def fd_ratio(embed_fn: Callable[[torch.Tensor], torch.Tensor], generated: torch.
     from .train_stylegan2 import frechet_distance
 
     n = min(len(generated), len(real_a), len(real_b))
-    fg, fa, fb = (embed_images(embed_fn, x[:n]) for x in (generated, real_a, real_b))
+    from .verification import embed
+
+    fg, fa, fb = (embed(embed_fn, x[:n], batch_size=128).double().numpy() for x in (generated, real_a, real_b))
     fd_gen, fd_real = frechet_distance(fg, fb), frechet_distance(fa, fb)
     return {"fd_ratio": fd_gen / fd_real, "fd_generated": fd_gen, "fd_real": fd_real, "n": n}
 

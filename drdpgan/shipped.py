@@ -47,11 +47,15 @@ def available(profile: str, network: str) -> bool:
     return f"{profile}/{network}" in manifest()
 
 
-def weight_path(profile: str, network: str) -> Path:
+def _entry(profile: str, network: str) -> dict[str, Any]:
     entry = manifest().get(f"{profile}/{network}")
     if entry is None:
         raise FileNotFoundError(f"no shipped {network} weights for profile {profile!r} in {MANIFEST}")
-    return WEIGHTS_DIR / entry["file"]
+    return entry
+
+
+def weight_path(profile: str, network: str) -> Path:
+    return WEIGHTS_DIR / _entry(profile, network)["file"]
 
 
 def sha256_of(path: str | Path) -> str:
@@ -66,8 +70,8 @@ def load(profile: str, network: str, verify: bool = True):
     """``(model in eval mode, info)`` from the shipped file; ``verify`` checks its sha256 first."""
     from .checkpoints import CheckpointError, load_model
 
-    path = weight_path(profile, network)
-    entry = manifest()[f"{profile}/{network}"]
+    entry = _entry(profile, network)
+    path = WEIGHTS_DIR / entry["file"]
     if verify:
         if not path.is_file():
             raise CheckpointError(f"{path}: listed in {MANIFEST.name} but missing (a partial checkout? "

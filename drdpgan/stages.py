@@ -326,14 +326,24 @@ def identity_encoder(params: dict[str, Any] | str, progress: bool = True):
     return model, info
 
 
+def evaluator_subset(train, p02: dict[str, Any]):
+    """The evaluator's own split of the training identities: ``eval_identity_fraction`` of them (at
+    least 2), drawn with the ``evaluator_split`` seed, relabelled ``0..k-1``."""
+    import numpy as np
+
+    from .data.datasets import LabeledSubset
+
+    rng = np.random.default_rng(derived_seed(p02["seed"], "evaluator_split"))
+    k = max(2, int(round(train.n_identities * float(p02["eval_identity_fraction"]))))
+    ids = rng.permutation(train.n_identities)[:k]
+    return LabeledSubset(train, np.flatnonzero(np.isin(train.labels, ids)), relabel=True)
+
+
 def facenet_evaluator(params: dict[str, Any] | str, progress: bool = True):
     """The independent evaluator (notebook 02): facenet-pytorch's InceptionResnetV1 trained from scratch
     on a different split (``eval_identity_fraction`` of the train identities, another seed). Never used
     inside a training loss."""
-    import numpy as np
-
     from .checkpoints import load_model
-    from .data.datasets import LabeledSubset
     from .train_priors import train_facenet
 
     p = _params(params, "02_identity_encoder")
@@ -348,10 +358,7 @@ def facenet_evaluator(params: dict[str, Any] | str, progress: bool = True):
         _set_threads(p["num_threads"])
         data = face_data(p01, progress)
         train = data["train"]
-        rng = np.random.default_rng(derived_seed(p["seed"], "evaluator_split"))
-        ids = rng.permutation(train.n_identities)[: max(2, int(round(train.n_identities * float(p["eval_identity_fraction"]))))]
-        subset = LabeledSubset(train, np.flatnonzero(np.isin(train.labels, ids)), relabel=True)
-        model, hist = train_facenet(subset, cfg, tcfg, out_dir=d, progress=progress)
+        model, hist = train_facenet(evaluator_subset(train, p), cfg, tcfg, out_dir=d, progress=progress)
         rep = verification_report(model, train, data["heldout"], int(p["verif_pairs"]), int(p["seed"]),
                                   lfw_pairs=lfw_test_pairs(p01, data["heldout"]))
         from .checkpoints import save_checkpoint

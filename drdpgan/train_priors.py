@@ -302,7 +302,7 @@ def _fit_inner(modules, loader, tcfg, step_fn, desc, progress, state_dir, genera
                 lr = tcfg.lr * _lr_factor(step, total, tcfg)
                 for g in opt.param_groups:
                     g["lr"] = lr
-                loss, acc = step_fn(_to_device(batch, dev) if dev.type != "cpu" else batch, step)
+                loss, acc = step_fn(_to_device(batch, dev), step)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if tcfg.grad_clip:

@@ -191,29 +191,36 @@ def verification_accuracy(cos_test, same_test, cos_calib=None, same_calib=None,
 
 
 @torch.no_grad()
-def embed(model: torch.nn.Module, data, batch_size: int = 256, key: str = "image") -> torch.Tensor:
-    """Run ``model`` in eval mode over a ``(N,3,H,W)`` tensor or a dataset -> ``(N,D)`` float32 CPU.
+@torch.no_grad()
+def embed(model, data, batch_size: int = 256, key: str = "image") -> torch.Tensor:
+    """Run ``model`` (a module, in eval mode, or any function of an image batch) over a ``(N,3,H,W)``
+    tensor or a dataset, without gradients -> ``(N,D)`` float32 CPU.
 
     A dataset item is a dict holding ``item[key]`` (the project's data contract) or a tensor /
-    a tuple whose first element is the image. The model's train/eval mode is restored after.
+    a tuple whose first element is the image. A module's train/eval mode is restored after.
     """
-    was_training = model.training
-    model.eval()
+    is_module = isinstance(model, torch.nn.Module)
+    was_training = is_module and model.training
+    if is_module:
+        model.eval()
     try:
         outs = []
         if isinstance(data, torch.Tensor):
             for i in range(0, len(data), batch_size):
-                outs.append(model(data[i : i + batch_size]).float().cpu())
+                out = torch.as_tensor(model(data[i : i + batch_size]))
+                outs.append(out.float().cpu().reshape(len(out), -1))
         else:
             loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=0)
             for batch in loader:
                 x = batch[key] if isinstance(batch, dict) else (batch[0] if isinstance(batch, (list, tuple)) else batch)
-                outs.append(model(x).float().cpu())
+                out = torch.as_tensor(model(x))
+                outs.append(out.float().cpu().reshape(len(out), -1))
         if not outs:
             return torch.empty(0, 0)
         return torch.cat(outs)
     finally:
-        model.train(was_training)
+        if is_module:
+            model.train(was_training)
 
 
 # --------------------------------------------------------------------------- distributions

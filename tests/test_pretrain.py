@@ -45,3 +45,27 @@ def test_recipes_cover_the_profiles():
     assert pretrain.STYLEGAN2_RECIPES["lfw"].diffaugment and pretrain.STYLEGAN2_INIT["lfw"] == "cpu"
     with pytest.raises(ValueError, match="no StyleGAN2 pretraining recipe"):
         pretrain.pretrain_stylegan2("smoke", steps=1)
+
+
+def test_pretrain_prior_end_to_end_on_a_tiny_recipe(tmp_path, monkeypatch):
+    """identity, evaluator and 3D prior through pretrain_prior on the smoke world with a few steps:
+    trained, measured as the notebooks measure, saved in the package format, with a provenance line."""
+    from drdpgan.checkpoints import load_model
+    from drdpgan.train_priors import FaceNetTrainConfig, IdentityTrainConfig, Prior3DTrainConfig
+
+    monkeypatch.setenv("DRDPGAN_ARTIFACTS", str(tmp_path))
+    monkeypatch.setitem(pretrain.PRIOR_RECIPES, "smoke", {
+        "extra_identities": 4, "samples_per_identity": 2,
+        "identity": IdentityTrainConfig(max_steps=2, batch_size=16, checkpoint_every=1, num_threads=1),
+        "evaluator": FaceNetTrainConfig(max_steps=2, batch_size=8, checkpoint_every=1, num_threads=1),
+        "prior3d": Prior3DTrainConfig(max_steps=2, batch_size=16, checkpoint_every=1, num_threads=1)})
+    expected = {"identity": "identity.verif_acc", "evaluator": "evaluator.verif_acc", "prior3d": "prior3d.r2_pose"}
+    for network, key in expected.items():
+        metrics = pretrain.pretrain_prior(network, "smoke", progress=False)
+        assert key in metrics and metrics["steps"] == 2, metrics
+        assert metrics["n_train"] == (60 + 4) * 2 or network == "evaluator"
+        model, info = load_model(tmp_path / "pretrain" / "smoke" / network / f"{network}.pt")
+        assert info["metrics"][key] == metrics[key]
+        assert (tmp_path / "pretrain" / "smoke" / network / "provenance.jsonl").is_file()
+    with pytest.raises(ValueError, match="unknown prior"):
+        pretrain.pretrain_prior("stylegan3", "smoke", progress=False)
