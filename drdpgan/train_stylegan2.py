@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from .augment import diff_augment, parse_policy
+from .losses import adversarial_loss, discriminator_logistic_loss
 from .models.discriminator import StyleGAN2Discriminator
 from .models.stylegan2 import StyleGAN2Config, StyleGAN2Generator
 from .repro import atomic_write_bytes, atomic_write_json, batched, make_generator
@@ -64,8 +65,6 @@ __all__ = [
     "frechet_distance",
     "pixel_features",
     "r1_penalty",
-    "g_nonsaturating_loss",
-    "d_logistic_loss",
     "save_image_grid",
 ]
 
@@ -128,16 +127,6 @@ class TrainConfig(DictConfig):
 
 
 # --------------------------------------------------------------------------- losses
-
-
-def g_nonsaturating_loss(fake_logits: torch.Tensor) -> torch.Tensor:
-    """``mean softplus(-D(G(z)))`` = ``E ln(1 + exp(-C(X_gen)))`` (StyleGAN2; DR-DPGAN Eq. 9)."""
-    return F.softplus(-fake_logits).mean()
-
-
-def d_logistic_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    """``mean softplus(D(G(z))) + mean softplus(-D(x))`` (logistic D loss of StyleGAN/StyleGAN2)."""
-    return F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
 
 
 def r1_penalty(real_logits: torch.Tensor, real_images: torch.Tensor, create_graph: bool = True) -> torch.Tensor:
@@ -432,7 +421,7 @@ def train_stylegan2(
         ws = _gen_ws(G, B, z_gen, tcfg.style_mixing_prob, update_w_avg=True)
         with autocast():
             fake_logits = D(augment(G.synthesis(ws, noise_mode="random", generator=z_gen)))
-        loss_G = g_nonsaturating_loss(fake_logits.float())
+        loss_G = adversarial_loss(fake_logits.float())  # non-saturating, DR-DPGAN Eq. 9
         opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
         opt_G.step()
@@ -449,7 +438,7 @@ def train_stylegan2(
         with autocast(enabled=not do_r1):
             real_logits = D(augment(reals_in)).float()
             fake_logits = D(augment(fake)).float()
-        loss_D = d_logistic_loss(real_logits, fake_logits)
+        loss_D = discriminator_logistic_loss(real_logits, fake_logits)
         total_D = loss_D
         if do_r1:
             r1 = r1_penalty(real_logits, reals_in).mean()

@@ -7,7 +7,9 @@ import torch
 
 from drdpgan.models.discriminator import MinibatchStdLayer, StyleGAN2Discriminator
 from drdpgan.models.stylegan2 import StyleGAN2Config
-from drdpgan.train_stylegan2 import d_logistic_loss, g_nonsaturating_loss, r1_penalty
+from drdpgan.losses import adversarial_loss as g_nonsaturating_loss
+from drdpgan.losses import discriminator_logistic_loss as d_logistic_loss
+from drdpgan.train_stylegan2 import r1_penalty
 
 
 def tiny_cfg(res: int = 32, **kw) -> StyleGAN2Config:
