@@ -90,7 +90,7 @@ def half_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
 
 
-def _read_provenance(folder: Path) -> list[dict[str, Any]]:
+def read_provenance(folder: Path) -> list[dict[str, Any]]:
     f = folder / "provenance.jsonl"
     if not f.is_file():
         raise FileNotFoundError(f"{f}: no provenance log; weights must come from python -m drdpgan.pretrain")
@@ -99,18 +99,20 @@ def _read_provenance(folder: Path) -> list[dict[str, Any]]:
 
 def export(profile: str, network: str, checkpoint: str | Path, folder: str | Path, metrics: dict[str, Any],
            metrics_stored: dict[str, Any], check: dict[str, Any], dtype: str = "float16",
-           extra: dict[str, Any] | None = None, logs: list[Path] | None = None) -> dict[str, Any]:
+           extra: dict[str, Any] | None = None, logs: list[Path] | None = None,
+           provenance: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Write ``weights/<profile>/<network>.pt`` from a pretraining checkpoint and its manifest entry.
 
     ``folder`` is the pretraining work folder (its ``provenance.jsonl`` goes into the manifest; a
     record with uncommitted code is refused). ``metrics`` were measured on the fp32 weights,
     ``metrics_stored`` on the stored ``dtype`` weights; ``check`` is the small re-measurement the
-    tests repeat."""
+    tests repeat. ``provenance`` replaces the folder's records (for records tied to a commit by
+    :func:`drdpgan.pretrain.attest_provenance`)."""
     from .checkpoints import read_checkpoint
     from .repro import atomic_torch_save, atomic_write_bytes, atomic_write_json
 
     folder = Path(folder)
-    prov = _read_provenance(folder)
+    prov = read_provenance(folder) if provenance is None else provenance
     dirty = [p for p in prov if p.get("dirty") is not False or not p.get("commit")]
     if dirty:
         raise ValueError(f"{folder}/provenance.jsonl: {len(dirty)} start(s) ran with uncommitted or unknown code "

@@ -1,54 +1,93 @@
 #!/usr/bin/env bash
-# Pretrain the cpu profile's prior zoo on one CUDA GPU and return the shipped files.
+# Pretrain some of a profile's networks on one lent CUDA GPU, each with its unchanged recipe.
 #
-# For a lent accelerator (an H200 for about 15 minutes): run from the repository root,
-#     bash scripts/pretrain_gpu.sh            # OUT=$OUT (the device tool's return folder)
-# It installs the pinned environment if needed, renders the pretraining faces on the CPU cores,
-# trains the four networks of drdpgan/pretrain.py at once on the GPU (each recipe unchanged, every
-# random number still drawn on the CPU, so the schedule is the CPU run's), exports each finished
-# network (fp16, manifest with provenance naming the GPU), and copies drdpgan/weights/ to $OUT
-# (at most 8 files of 16 MiB come back). A network that is not finished by the deadline keeps its
-# resumable folder under artifacts/pretrain/cpu/ and is not exported.
+# For the device tool (an H200 for about 15 minutes, a bare copy of the working tree: no .git, no
+# virtual environment), from the repository root:
+#     NETWORKS="stylegan2 prior3d" BUDGET=550 bash scripts/pretrain_gpu.sh      # OUT=$OUT
+# The machine's python3 is used when it has torch with CUDA (else the pinned environment is
+# installed). The networks train side by side on the one GPU (every random number still drawn on
+# the CPU, so the schedule is the CPU run's) until BUDGET seconds after the start; then each work
+# folder artifacts/pretrain/<profile>/<network>/ (latest checkpoint, finished network, logs,
+# samples, provenance.jsonl) is packed into $OUT/<network>.tar.part-NN, parts of 15 MiB, because
+# the device tool returns at most 8 files of 16 MiB. A run that is not finished keeps its latest
+# checkpoint in the pack and resumes on any machine.
 #
-# Status: written and its CPU path tested; not yet run on a GPU (no device was lent to the session
-# that wrote it). The CPU path (`make pretrain`) is the default and reaches the same recipes.
-set -euo pipefail
+# Back on a machine with the git checkout:
+#     cat <files_at>/stylegan2.tar.part-* | tar -x -C artifacts/pretrain/cpu/
+#     python -m drdpgan.pretrain export --network stylegan2 --profile cpu
+# The copy had no .git, so its provenance lines hold commit null and the package's source
+# fingerprint (source_sha256); the export ties them to the commit with that source
+# (drdpgan.pretrain.attest_provenance) and refuses them if none has it.
+set -uo pipefail
+T0=$(date +%s)
 OUT="${OUT:-out}"
-DEADLINE="${DEADLINE:-480}"   # seconds of training before the exports start
+BUDGET="${BUDGET:-550}"       # seconds from the start until the trainings are stopped and packed
 PROFILE="${PROFILE:-cpu}"
+NETWORKS="${NETWORKS:-stylegan2 prior3d}"
+THREADS="${THREADS:-4}"       # CPU threads per training process
+DEVICE="${DEVICE:-cuda}"      # DEVICE=cpu runs the same steps on the CPU (to test this script)
 mkdir -p "$OUT" artifacts/logs
+left() { local s=$(( T0 + BUDGET - $(date +%s) )); echo $(( s > 1 ? s : 1 )); }
 
-if [ ! -x .venv/bin/python ]; then
-    python3 -m venv .venv
-    .venv/bin/python -m pip install -q -r requirements.txt
-    .venv/bin/python -m pip install -q --no-deps facenet-pytorch==2.6.0
-    .venv/bin/python -m pip install -q --no-deps -e .
+if [ "$DEVICE" != cuda ] && [ -x .venv/bin/python ]; then
+    PY=.venv/bin/python
+elif python3 -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+    PY=python3
+else
+    [ -x .venv/bin/python ] || { python3 -m venv .venv && .venv/bin/python -m pip install -q -r requirements.txt; }
+    PY=.venv/bin/python
 fi
-PY=.venv/bin/python
-$PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name(0))"
-# shipped weights need their provenance: a git checkout at a commit, with the package unmodified
-git rev-parse HEAD >/dev/null 2>&1 || { echo "not a git checkout: the exports would be refused" >&2; exit 2; }
-[ -z "$(git status --porcelain -- drdpgan ':!drdpgan/weights' pyproject.toml requirements.txt)" ] || {
-    echo "uncommitted changes in the package: the exports would be refused" >&2; exit 2; }
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+if [ "$DEVICE" = cuda ]; then
+    $PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print('torch', torch.__version__, torch.cuda.get_device_name(0))" || exit 2
+fi
+$PY -c "import json; from drdpgan.pretrain import code_state; print(json.dumps(code_state()))" | tee artifacts/logs/code_state.json
 
-# the faces (CPU, all cores), then the four trainings side by side on the one GPU
-$PY -c "from drdpgan.pretrain import pretraining_faces; pretraining_faces('$PROFILE', progress=False)"
 pids=()
-for net in identity prior3d evaluator stylegan2; do
-    timeout "$DEADLINE" $PY -m drdpgan.pretrain "$net" --profile "$PROFILE" --device cuda --quiet \
-        > "artifacts/logs/pretrain_$net.log" 2>&1 &
-    pids+=($!)
-done
-for pid in "${pids[@]}"; do wait "$pid" || true; done
-
-for net in identity prior3d evaluator stylegan2; do
+priors=""
+for net in $NETWORKS; do
     if [ "$net" = stylegan2 ]; then
-        # finalize the StyleGAN2 run at the step it reached (writes stylegan2.pt)
-        step=$($PY -c "from drdpgan.runlog import latest_checkpoint; from drdpgan.pretrain import work_dir; c=latest_checkpoint(work_dir('$PROFILE','stylegan2')); print(int(c.stem.split('_')[-1]) if c else 0)")
-        [ "$step" -gt 0 ] && $PY -m drdpgan.pretrain stylegan2 --profile "$PROFILE" --steps "$step" --quiet >> artifacts/logs/pretrain_stylegan2.log 2>&1 || true
+        timeout "$(left)" $PY -m drdpgan.pretrain stylegan2 --profile "$PROFILE" --device "$DEVICE" --threads "$THREADS" \
+            --quiet > artifacts/logs/pretrain_stylegan2.log 2>&1 &
+        pids+=($!)
+    else
+        priors="$priors $net"
     fi
-    $PY -m drdpgan.pretrain export --network "$net" --profile "$PROFILE" >> "artifacts/logs/export_$net.log" 2>&1 || echo "not exported: $net"
 done
-cp -r drdpgan/weights "$OUT/" 2>/dev/null || true
-cp artifacts/logs/*.log "$OUT/" 2>/dev/null || true
-$PY -m drdpgan.pretrain status --profile "$PROFILE" | tee "$OUT/status.json"
+if [ -n "$priors" ]; then
+    (   # the priors' faces once (CPU), then the priors side by side
+        timeout "$(left)" $PY -c "from drdpgan.pretrain import pretraining_faces; pretraining_faces('$PROFILE', progress=False)" \
+            > artifacts/logs/pretraining_faces.log 2>&1
+        for net in $priors; do
+            timeout "$(left)" $PY -m drdpgan.pretrain "$net" --profile "$PROFILE" --device "$DEVICE" --threads "$THREADS" \
+                --quiet > "artifacts/logs/pretrain_$net.log" 2>&1 &
+        done
+        wait
+    ) &
+    pids+=($!)
+fi
+while sleep 30; do  # a heartbeat in the output
+    alive=0; for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ $alive = 1 ] || break
+    echo "t=$(( $(date +%s) - T0 ))s"; for f in artifacts/logs/pretrain_*.log; do echo "  $f: $(tail -c 300 "$f" | tr '\r\n' '  ' | tail -c 160)"; done
+    tail -n 1 "artifacts/pretrain/$PROFILE/stylegan2/losses.csv" 2>/dev/null
+done
+wait
+
+# pack: each work folder without the pretraining faces' cache and without all but the latest checkpoint
+for net in $NETWORKS; do
+    d="artifacts/pretrain/$PROFILE/$net"
+    [ -d "$d" ] || continue
+    excl=()
+    if [ -d "$d/checkpoints" ]; then
+        latest=$(ls "$d/checkpoints" | sort | tail -n 1)
+        for f in $(ls "$d/checkpoints"); do [ "$f" = "$latest" ] || excl+=(--exclude="$net/checkpoints/$f"); done
+    fi
+    # a finished prior needs only its network file; an unfinished one its training state
+    [ -f "$d/$net.pt" ] && excl+=(--exclude="$net/state/train_state.pt")
+    tar -C "artifacts/pretrain/$PROFILE" -cf - "${excl[@]}" "$net" | split -b 15M -d - "$OUT/$net.tar.part-"
+done
+tar -cf "$OUT/logs.tar" artifacts/logs
+$PY -m drdpgan.pretrain status --profile "$PROFILE" > "$OUT/status.json" 2>&1 || true
+ls -la "$OUT"
+echo "total $(( $(date +%s) - T0 )) s"

@@ -25,6 +25,38 @@ def test_code_state_is_this_checkout():
     assert len(state["commit"]) == 40 and isinstance(state["dirty"], bool)
 
 
+def _export_source(commit: str, dest):
+    """The package source at ``commit`` as files, like the copy a lent GPU machine gets (no .git)."""
+    import io
+    import subprocess
+    import tarfile
+
+    tar = subprocess.run(["git", "archive", commit, "--", *pretrain.SOURCE_PATHS], cwd=pretrain.project_root(),
+                         capture_output=True, check=True).stdout
+    tarfile.open(fileobj=io.BytesIO(tar)).extractall(dest, filter="data")
+    return dest
+
+
+def test_source_fingerprint_of_a_copy_without_git_names_its_commit(tmp_path):
+    if pretrain.code_state()["commit"] is None:
+        pytest.skip("not a git checkout")
+    head = pretrain._git("rev-parse", "HEAD").strip()
+    copy = _export_source(head, tmp_path / "copy")
+    (copy / "drdpgan" / "__pycache__").mkdir(exist_ok=True)
+    (copy / "drdpgan" / "__pycache__" / "x.pyc").write_bytes(b"compiled")  # not source
+    fp = pretrain.source_fingerprint(copy)
+    assert fp == pretrain.commit_fingerprint(head)
+    (copy / "drdpgan" / "pretrain.py").write_text("# edited\n")
+    assert pretrain.source_fingerprint(copy) != fp  # one changed file changes it
+
+    prov = [{"commit": None, "dirty": None, "source_sha256": fp, "time": "t0"},
+            {"commit": None, "dirty": None, "source_sha256": "0" * 64, "time": "t1"},
+            {"commit": "abc", "dirty": False, "time": "t2"}]
+    out = pretrain.attest_provenance(prov)
+    assert out[0]["commit"] == head and out[0]["dirty"] is False and "source_sha256" in out[0]["commit_matched_by"]
+    assert out[1]["commit"] is None and out[2] == prov[2]  # no commit has that source; git records unchanged
+
+
 def test_status_reads_a_run_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("DRDPGAN_ARTIFACTS", str(tmp_path))
     run = tmp_path / "pretrain" / "toy" / "stylegan2"
