@@ -186,11 +186,19 @@ def code_state() -> dict[str, Any]:
 
 
 def attest_provenance(prov: list[dict[str, Any]], search: int = 500) -> list[dict[str, Any]]:
-    """Tie the provenance records that ran without git (``commit`` None) to the commit whose
-    package source has their ``source_sha256``: ``commit`` is set, ``dirty`` False and
-    ``commit_matched_by`` says how. Records that match no commit among the last ``search`` stay
-    as they are (and :func:`drdpgan.shipped.export` refuses them)."""
-    wanted = {p["source_sha256"] for p in prov if not p.get("commit") and p.get("source_sha256")}
+    """Tie the provenance records whose git state does not name their code to the commit whose
+    package source has their ``source_sha256``.
+
+    That happens on a lent GPU machine: its copy of the tree may have no ``.git`` (``commit`` None)
+    or an older one than its files (``dirty`` True against that commit). The source fingerprint is
+    computed from the files themselves, so a match means the run's code is exactly that commit's:
+    ``commit`` is set to it, ``dirty`` to False, ``commit_matched_by`` says how, and ``git_at_run``
+    keeps what git said on the machine. Records that match no commit among the last ``search``
+    stay as they are (and :func:`drdpgan.shipped.export` refuses them)."""
+    def unnamed(p: dict[str, Any]) -> bool:
+        return (not p.get("commit") or p.get("dirty") is not False) and bool(p.get("source_sha256"))
+
+    wanted = {p["source_sha256"] for p in prov if unnamed(p)}
     found: dict[str, str] = {}
     if wanted:
         for c in (_git("rev-list", f"--max-count={search}", "HEAD") or "").split():
@@ -201,9 +209,10 @@ def attest_provenance(prov: list[dict[str, Any]], search: int = 500) -> list[dic
                 break
     out = []
     for p in prov:
-        if not p.get("commit") and p.get("source_sha256") in found:
-            p = {**p, "commit": found[p["source_sha256"]], "dirty": False,
-                 "commit_matched_by": "source_sha256 (the run's copy had no .git)"}
+        if unnamed(p) and p["source_sha256"] in found:
+            p = {**p, "commit": found[p["source_sha256"]], "dirty": False, "dirty_paths": [],
+                 "commit_matched_by": "source_sha256",
+                 "git_at_run": {k: p.get(k) for k in ("commit", "dirty", "dirty_paths")}}
         out.append(p)
     return out
 
@@ -360,20 +369,26 @@ def measure_real_prior3d(model, profile: str, progress: bool = False) -> dict[st
             "prior3d.r2_expression": r2["expression_mean"], "prior3d.r2_pose": r2["pose_mean"]}
 
 
-def _initial_weights(profile: str, network: str) -> tuple[dict, dict[str, Any]]:
-    """State dict to fine-tune from: the shipped weights of ``profile`` when there are, else its
-    finished pretraining run; with a record of which file it was."""
+def pretrained_network(profile: str, network: str):
+    """``(model, record)``: the profile's shipped ``network`` when there is one, else its finished
+    pretraining run; the record names the file and its sha256."""
     from . import shipped
     from .checkpoints import load_model
 
     if shipped.available(profile, network):
         model, info = shipped.load(profile, network)
-        return model.state_dict(), {"init": f"shipped {profile}/{network}", "sha256": info["manifest"]["sha256"]}
+        return model, {"init": f"shipped {profile}/{network}", "sha256": info["manifest"]["sha256"]}
     path = work_dir(profile, network) / f"{network}.pt"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: pretrain {network} --profile {profile} first (fine-tuning starts from it)")
+        raise FileNotFoundError(f"{path}: pretrain {network} --profile {profile} first (it is needed here)")
     model, _ = load_model(path)
-    return model.state_dict(), {"init": str(path.relative_to(artifacts_root())), "sha256": shipped.sha256_of(path)}
+    return model, {"init": str(path.relative_to(artifacts_root())), "sha256": shipped.sha256_of(path)}
+
+
+def _initial_weights(profile: str, network: str) -> tuple[dict, dict[str, Any]]:
+    """State dict to fine-tune from (:func:`pretrained_network`), with a record of which file it was."""
+    model, record = pretrained_network(profile, network)
+    return model.state_dict(), record
 
 
 def _training_set(network: str, profile: str, r: dict[str, Any], progress: bool):
@@ -498,8 +513,33 @@ def measure(network: str, profile: str, model, progress: bool = False) -> dict[s
         return {"prior3d.r2_expression": r2["expression_mean"], "prior3d.r2_pose": r2["pose_mean"],
                 "prior3d.r2_expression_each": r2["expression"], "prior3d.r2_pose_each": r2["pose"]}
     if network == "stylegan2":
-        return {}
+        return measure_stylegan2(model, profile, progress)
     raise ValueError(f"unknown network {network!r}")
+
+
+#: samples for the StyleGAN2 realism keys (issue 14: 2,048; the held-out set may be smaller, then all of it)
+REALISM_N = 2048
+
+
+def measure_stylegan2(G, profile: str, progress: bool = False, n: int = REALISM_N) -> dict[str, Any]:
+    """The generator's realism (:func:`drdpgan.realism.generator_realism`): Frechet distance in the
+    profile's pretrained evaluator's features, generated vs held-out real faces, over the same distance
+    between training and held-out real faces; MTCNN face-detection rate of samples and real faces."""
+    import torch
+
+    from . import stages
+    from .realism import generator_realism
+    from .repro import make_generator
+
+    evaluator, record = pretrained_network(profile, "evaluator")
+    faces = stages.face_data(stages.notebook_params("01_data", profile), progress)
+
+    def pick(ds, seed):
+        return stages.images_of(ds, torch.randperm(len(ds), generator=make_generator(seed))[:n].tolist())
+
+    real_train, real_heldout = pick(faces["train"], 1), pick(faces["heldout"], 2)
+    out = generator_realism(G.eval(), real_train, real_heldout, evaluator.eval(), n=min(n, len(real_heldout)), seed=0)
+    return {**out, "stylegan2.fd_evaluator": record}
 
 
 #: tolerance of each check metric: same weights, same inputs, so only float kernels differ between

@@ -51,10 +51,15 @@ def test_source_fingerprint_of_a_copy_without_git_names_its_commit(tmp_path):
 
     prov = [{"commit": None, "dirty": None, "source_sha256": fp, "time": "t0"},
             {"commit": None, "dirty": None, "source_sha256": "0" * 64, "time": "t1"},
-            {"commit": "abc", "dirty": False, "time": "t2"}]
+            {"commit": "abc", "dirty": False, "time": "t2"},
+            # a copy whose .git is older than its files: dirty against that commit, but the source is HEAD's
+            {"commit": "old", "dirty": True, "dirty_paths": ["drdpgan/x.py"], "source_sha256": fp, "time": "t3"},
+            {"commit": "old", "dirty": True, "dirty_paths": ["drdpgan/x.py"], "time": "t4"}]
     out = pretrain.attest_provenance(prov)
-    assert out[0]["commit"] == head and out[0]["dirty"] is False and "source_sha256" in out[0]["commit_matched_by"]
+    assert out[0]["commit"] == head and out[0]["dirty"] is False and out[0]["commit_matched_by"] == "source_sha256"
     assert out[1]["commit"] is None and out[2] == prov[2]  # no commit has that source; git records unchanged
+    assert out[3]["commit"] == head and out[3]["dirty"] is False and out[3]["git_at_run"]["commit"] == "old"
+    assert out[4] == prov[4]  # dirty without a fingerprint: nothing to match, export refuses it
 
 
 def test_status_reads_a_run_folder(tmp_path, monkeypatch):
