@@ -211,6 +211,15 @@ def prior_mode(p: dict[str, Any]) -> str:
     return "train" if os.environ.get("DRDPGAN_RETRAIN") == "1" else mode
 
 
+def live_params(stem: str, params: dict[str, Any]) -> dict[str, Any]:
+    """For a notebook that loaded shipped networks (``priors="shipped"``): its parameters with the
+    training budget of its own defaults (the small run nbval checks), on the profile's data, and
+    ``priors="train"``, to run the training loop live in a minute or two beside the pretrained network."""
+    from .notebook_params import defaults
+
+    return {**defaults(stem), "profile": params["profile"], "seed": params["seed"], "priors": "train"}
+
+
 def _shipped(profile: str, network: str):
     """A shipped pretrained network as ``(model, info)``; ``info['metrics']`` are the manifest's
     (measured on the stored weights) plus the training cost, ``info['dir']`` the shipped logs."""

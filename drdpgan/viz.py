@@ -185,3 +185,67 @@ def landmarks_figure(images: Sequence[torch.Tensor], landmarks: Sequence[torch.T
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------- pretraining runs
+
+
+def _smooth(y: np.ndarray, n: int) -> np.ndarray:
+    n = max(1, min(n, len(y)))
+    return np.convolve(y, np.ones(n) / n, mode="valid")
+
+
+def pretraining_figure(log_dir, title: str = ""):
+    """The training run behind a shipped network, from the logs shipped beside it
+    (``drdpgan/weights/<profile>/<network>_logs``): a prior's ``*_history.json`` (per-step loss and
+    accuracy, smoothed over ~1 % of the run, and the learning rate), or StyleGAN2's ``losses.csv``,
+    ``metrics.csv`` (pixel Frechet distance) and last sample grid."""
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    log_dir = Path(log_dir)
+    hist_files = sorted(log_dir.glob("*_history.json"))
+    if hist_files:
+        h = json.loads(hist_files[0].read_text())
+        loss = np.asarray(h["step_loss"], dtype=float)
+        acc = np.asarray(h.get("step_acc") or [], dtype=float)
+        n = max(1, len(loss) // 100)
+        fig, axes = plt.subplots(1, 2 + bool(len(acc)), figsize=(4 * (2 + bool(len(acc))), 3))
+        axes[0].plot(np.arange(len(loss) - n + 1) + n, _smooth(loss, n))
+        axes[0].set_title("training loss", fontsize=9)
+        k = 1
+        if len(acc):
+            axes[1].plot(np.arange(len(acc) - n + 1) + n, _smooth(acc, n))
+            axes[1].set_title("training accuracy (batch)", fontsize=9)
+            k = 2
+        axes[k].plot(h["lr"])
+        axes[k].set_title("learning rate", fontsize=9)
+        for ax in axes:
+            ax.set_xlabel("step")
+    else:
+        losses = pd.read_csv(log_dir / "losses.csv")
+        samples = sorted(log_dir.glob("step_*.png"))
+        fig, axes = plt.subplots(1, 2 + bool(samples), figsize=(4 * (2 + bool(samples)), 3))
+        n = max(1, len(losses) // 100)
+        for key in ("loss_G", "loss_D"):
+            axes[0].plot(losses["step"][n - 1:], _smooth(losses[key].to_numpy(float), n), label=key)
+        axes[0].legend(fontsize=8)
+        axes[0].set_title("losses", fontsize=9)
+        axes[0].set_xlabel("step")
+        if (log_dir / "metrics.csv").is_file():
+            m = pd.read_csv(log_dir / "metrics.csv")
+            axes[1].plot(m["step"], m["frechet"], "o-")
+        axes[1].set_title("Frechet distance, 8x8 pixels (not FID)", fontsize=9)
+        axes[1].set_xlabel("step")
+        if samples:
+            from PIL import Image
+
+            axes[2].imshow(np.asarray(Image.open(samples[-1])))
+            axes[2].set_title(f"samples at {samples[-1].stem.replace('_', ' ')}", fontsize=9)
+            axes[2].axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -81,3 +81,38 @@ def test_export_refuses_uncommitted_code(tmp_path, weights_dir):
     with pytest.raises(ValueError, match="uncommitted"):
         shipped.export("toy", "prior3d", folder / "prior3d.pt", folder, {}, {}, {})
     assert not (weights_dir / "manifest.json").exists()
+
+
+def test_pretraining_figure_draws_a_prior_history_and_a_stylegan2_run(tmp_path):
+    """Notebooks 02-04 draw the run behind a shipped network from the logs shipped beside it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from PIL import Image
+
+    from drdpgan.viz import pretraining_figure
+
+    prior = tmp_path / "prior_logs"
+    prior.mkdir()
+    (prior / "identity_encoder_history.json").write_text(json.dumps(
+        {"step_loss": [3.0 - 0.01 * i for i in range(250)], "step_acc": [0.004 * i for i in range(250)],
+         "lr": [0.1] * 250}))
+    fig = pretraining_figure(prior, "prior")
+    assert [ax.get_title() for ax in fig.axes] == ["training loss", "training accuracy (batch)", "learning rate"]
+
+    gan = tmp_path / "stylegan2_logs"
+    gan.mkdir()
+    (gan / "losses.csv").write_text("step,loss_G,loss_D\n" + "".join(f"{10 * i},{1 + 1 / i},{1.0}\n" for i in range(1, 30)))
+    (gan / "metrics.csv").write_text("step,frechet\n100,5.0\n200,3.0\n")
+    Image.new("RGB", (8, 8)).save(gan / "step_0000200.png")
+    fig = pretraining_figure(gan)
+    assert len(fig.axes) == 3 and fig.axes[2].get_title() == "samples at step 0000200"
+
+
+def test_live_params_keep_the_profile_and_take_the_notebook_defaults():
+    from drdpgan import stages
+    from drdpgan.notebook_params import defaults
+
+    p = stages.live_params("04_stylegan2", {**stages.notebook_params("04_stylegan2", "cpu"), "priors": "shipped"})
+    assert p["profile"] == "cpu" and p["priors"] == "train"
+    assert p["steps"] == defaults("04_stylegan2")["steps"] != stages.notebook_params("04_stylegan2", "cpu")["steps"]
