@@ -543,8 +543,8 @@ def measure_stylegan2(G, profile: str, progress: bool = False, n: int = REALISM_
 
 
 #: tolerance of each check metric: same weights, same inputs, so only float kernels differ between
-#: machines. Measured for the cpu identity encoder under AVX-512 / AVX2 kernels and 1 / 2 threads:
-#: identical to the last digit (0.999884). An AUC over 500 x 500 pairs moves by 4e-6 per swapped pair;
+#: machines. Measured for the cpu identity encoder and evaluator under AVX-512 / AVX2 kernels and 1 / 2
+#: threads: identical to the last digit (0.999884, 0.999252). An AUC over 500 x 500 pairs moves by 4e-6 per swapped pair;
 #: 1e-4 allows 25 swaps. The 3D prior and StyleGAN2 values are placeholders until their first export
 #: measures their spread the same way.
 CHECK_TOLERANCE = {"identity": 1e-4, "evaluator": 1e-4, "prior3d": 1e-3, "stylegan2": 1e-2}
