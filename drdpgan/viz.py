@@ -195,11 +195,12 @@ def _smooth(y: np.ndarray, n: int) -> np.ndarray:
     return np.convolve(y, np.ones(n) / n, mode="valid")
 
 
-def pretraining_figure(log_dir, title: str = ""):
+def pretraining_figure(log_dir, title: str = "", frechet_features: str = "8x8 pixel"):
     """The training run behind a shipped network, from the logs shipped beside it
     (``drdpgan/weights/<profile>/<network>_logs``): a prior's ``*_history.json`` (per-step loss and
     accuracy, smoothed over ~1 % of the run, and the learning rate), or StyleGAN2's ``losses.csv``,
-    ``metrics.csv`` (pixel Frechet distance) and last sample grid."""
+    ``metrics.csv`` (Frechet distance on ``frechet_features``) and last sample grid (beside the logs,
+    or in ``samples/`` of a training folder)."""
     import json
     from pathlib import Path
 
@@ -226,7 +227,7 @@ def pretraining_figure(log_dir, title: str = ""):
             ax.set_xlabel("step")
     else:
         losses = pd.read_csv(log_dir / "losses.csv")
-        samples = sorted(log_dir.glob("step_*.png"))
+        samples = sorted(log_dir.glob("step_*.png")) or sorted(log_dir.glob("samples/step_*.png"))
         fig, axes = plt.subplots(1, 2 + bool(samples), figsize=(4 * (2 + bool(samples)), 3))
         n = max(1, len(losses) // 100)
         for key in ("loss_G", "loss_D"):
@@ -237,7 +238,7 @@ def pretraining_figure(log_dir, title: str = ""):
         if (log_dir / "metrics.csv").is_file():
             m = pd.read_csv(log_dir / "metrics.csv")
             axes[1].plot(m["step"], m["frechet"], "o-")
-        axes[1].set_title("Frechet distance, 8x8 pixels (not FID)", fontsize=9)
+        axes[1].set_title(f"Frechet distance, {frechet_features} features (not FID)", fontsize=9)
         axes[1].set_xlabel("step")
         if samples:
             from PIL import Image
