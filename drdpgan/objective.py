@@ -16,7 +16,8 @@ recovered fakes averaged) and the steganalysis critic (Eq. 10). The trainer
 
 Randomness per step: the fake-identity noise and the Eq. 13 noise come from generators seeded by
 :func:`step_seed` ``(run seed, step, stream)``; dropout (the binary code mapping, Eq. 2) draws from
-the global RNG, which the caller seeds with stream 2.
+the global RNG, which the caller seeds with stream 2; a keyed model's carrier bits (uniformly random,
+as an AES-CTR ciphertext is to anyone without the key) come from stream 3.
 """
 
 from __future__ import annotations
@@ -46,21 +47,32 @@ __all__ = ["step_seed", "recover_teacher_forced", "generator_objective", "diagno
 
 def step_seed(seed: int, step: int, stream: int) -> int:
     """A distinct non-negative 63-bit seed per (run seed, step, stream): 0 fake identity, 1 Eq. 13
-    noise, 2 dropout."""
+    noise, 2 dropout, 3 a keyed model's carrier bits."""
     h = hashlib.sha256(f"drdpgan-train/{seed}/{step}/{stream}".encode()).digest()
     return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
 
 
-def recover_teacher_forced(model: DRDPGAN, x_anon: torch.Tensor, bits: torch.Tensor) -> dict:
-    """``model.recover(x_anon, password=bits)`` without E_P's (unused) forward pass.
+def recover_teacher_forced(model: DRDPGAN, x_anon: torch.Tensor, bits: torch.Tensor,
+                           carrier: torch.Tensor | None = None) -> dict:
+    """``model.recover(x_anon, password=carrier, code=bits)`` without E_P's (unused) forward pass.
 
     Sec. 3.1 t = 0: ``F_id_hat = decoder(bits)``; ``F_emo, F_pos = prior(x_anon)``;
-    ``x_rec = G(E_MLP(Concat(F_id_hat, F_emo, F_pos)); E_Ste(E_G(x_anon), bits))``.
+    ``x_rec = G(E_MLP(Concat(F_id_hat, F_emo, F_pos)); E_Ste(E_G(x_anon), carrier))``; ``carrier``
+    defaults to ``bits`` (the paper's layout).
     """
+    carrier = bits if carrier is None else carrier
     f_id_hat = model.decoder(bits)  # (B, identity_dim)
     f_emo, f_pos = model.prior(x_anon)
-    out = model.synthesize(x_anon, f_id_hat, f_emo, f_pos, bits, t=0)
-    return {**out, "bits": bits, "f_id_decoded": f_id_hat, "f_emo": f_emo, "f_pos": f_pos}
+    out = model.synthesize(x_anon, f_id_hat, f_emo, f_pos, carrier, t=0)
+    return {**out, "bits": bits, "carrier": carrier, "f_id_decoded": f_id_hat, "f_emo": f_emo, "f_pos": f_pos}
+
+
+def random_carrier(model: DRDPGAN, batch: int, generator: torch.Generator) -> torch.Tensor | None:
+    """A keyed model's training carrier: uniform random bits (B, hidden_bits), what a sealed payload looks
+    like without the key; None for the paper's layout (the image carries the code itself)."""
+    if not model.cfg.keyed:
+        return None
+    return torch.randint(0, 2, (batch, model.cfg.hidden_bits), generator=generator).float()
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -79,18 +91,20 @@ def generator_objective(model: DRDPGAN, C: nn.Module, critic: nn.Module, x: torc
     w = cfg.weights
     g_fake = make_generator(step_seed(cfg.seed, step, 0))  # Alg. 1 noise z
     g_noise = make_generator(step_seed(cfg.seed, step, 1))  # Eq. 13 eps
-    a = model.anonymize(x, generator=g_fake)
+    carrier = random_carrier(model, x.shape[0], make_generator(step_seed(cfg.seed, step, 3)))
+    a = model.anonymize(x, generator=g_fake, carrier=carrier)
     x_anon = a["images"]  # (B, 3, R, R)
     f_id, f_fake, bits = a["f_id"], a["f_fake"], a["password"]  # (B, D), (B, D), (B, l)
+    hidden = a["carrier"]  # (B, n): the bits in the image (= bits in the paper's layout)
     e_anon = model.identity_encoder(x_anon)  # (B, D), frozen weights, grads to x_anon
     logits_bits = model.extractor(add_channel_noise(x_anon, sigma, g_noise))  # (B, l)  Eq. 13-14
     ano = {
         "adv": adversarial_loss(C(x_anon)),  # Eq. 9
         "dic": discriminative_generator_loss(critic(x_anon)),  # Eq. 10, G side
         "id": identity_loss_anonymize(e_anon, f_id, f_fake),  # Eq. 11
-        "info": information_hiding_loss(logits_bits, bits),  # Eq. 15
+        "info": information_hiding_loss(logits_bits, hidden),  # Eq. 15
     }
-    r = recover_teacher_forced(model, x_anon, bits)
+    r = recover_teacher_forced(model, x_anon, bits, hidden)
     x_rec = r["images"]  # (B, 3, R, R)
     e_rec = model.identity_encoder(x_rec)
     rec = {
@@ -108,7 +122,7 @@ def generator_objective(model: DRDPGAN, C: nn.Module, critic: nn.Module, x: torc
               + cfg.w_anon_pixel * extras["anon_pixel"])
     terms = {**{f"ano_{k}": v for k, v in ano.items()}, **{f"rec_{k}": v for k, v in rec.items()}, **extras}
     return {"loss_G": loss_G, "terms": terms, "eq16_ano": eq16_ano, "eq16_rec": eq16_rec, "x_anon": x_anon,
-            "x_rec": x_rec, "bits": bits, "logits_bits": logits_bits, "f_id": f_id, "f_fake": f_fake,
+            "x_rec": x_rec, "bits": bits, "carrier": hidden, "logits_bits": logits_bits, "f_id": f_id, "f_fake": f_fake,
             "e_anon": e_anon, "e_rec": e_rec, "f_id_decoded": r["f_id_decoded"]}
 
 
@@ -117,7 +131,7 @@ def diagnostics(o: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Bit accuracy and identity cosines of a :func:`generator_objective` result."""
     f_id = o["f_id"]
     return {
-        "bit_acc": ((o["logits_bits"] >= 0).float() == o["bits"].round()).float().mean(),
+        "bit_acc": ((o["logits_bits"] >= 0).float() == o.get("carrier", o["bits"]).round()).float().mean(),
         "cos_anon_real": _cos(o["e_anon"], f_id).mean(), "cos_anon_fake": _cos(o["e_anon"], o["f_fake"]).mean(),
         "cos_rec_real": _cos(o["e_rec"], f_id).mean(), "cos_fake_real": _cos(o["f_fake"], f_id).mean(),
         "cos_decoded_real": _cos(o["f_id_decoded"], f_id).mean(),

@@ -146,6 +146,8 @@ class DRDPGANTrainConfig(DictConfig):
         as notebook 09 does). Trained jointly, its dropout of 0.5 changes ~20 % of a face's bits
         from step to step (measured), a moving target for E_P and the decoder.
     grad_clip: clip the generator-side gradient norm (None: no clipping, the paper's setting).
+    precision: ``"fp32"`` or ``"bf16"`` (autocast of every forward pass of the generator side and the
+        judges; parameters, optimiser states and the R1 step stay fp32), as the StyleGAN2 trainer.
     critic_*: :class:`~drdpgan.models.critic.CriticConfig` sizes.
     stop_after / max_seconds: end *this call* after that many steps / seconds with a checkpoint
         (simulates a kill in tests; budgets long runs). Not part of the run's identity.
@@ -171,6 +173,7 @@ class DRDPGANTrainConfig(DictConfig):
     freeze_generator_mapping: bool = True
     freeze_code_mapping: bool = False
     grad_clip: float | None = None
+    precision: str = "fp32"
     critic_base_channels: int = 16
     critic_max_channels: int = 128
     critic_highpass: bool = True
@@ -274,6 +277,12 @@ def _rng_record() -> dict[str, Any]:
 # --------------------------------------------------------------------------- one step
 
 
+def _autocast(cfg: DRDPGANTrainConfig, x: torch.Tensor, enabled: bool = True):
+    if cfg.precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got {cfg.precision!r}")
+    return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=enabled and cfg.precision == "bf16")
+
+
 def _train_step(model: DRDPGAN, C: nn.Module, critic: nn.Module, opts, x: torch.Tensor,
                 cfg: DRDPGANTrainConfig, step: int, sigma: float, gamma: float) -> dict[str, float]:
     opt_G, opt_C, opt_critic = opts
@@ -282,7 +291,8 @@ def _train_step(model: DRDPGAN, C: nn.Module, critic: nn.Module, opts, x: torch.
     # ---------------- generator side (drdpgan.objective)
     C.requires_grad_(False)
     critic.requires_grad_(False)
-    o = generator_objective(model, C, critic, x, cfg, step, sigma)
+    with _autocast(cfg, x):
+        o = generator_objective(model, C, critic, x, cfg, step, sigma)
     opt_G.zero_grad(set_to_none=True)
     o["loss_G"].backward()
     if cfg.grad_clip is not None:
@@ -296,7 +306,9 @@ def _train_step(model: DRDPGAN, C: nn.Module, critic: nn.Module, opts, x: torch.
         critic.requires_grad_(True)
         do_r1 = cfg.r1_every > 0 and gamma > 0 and step % cfg.r1_every == 0
         reals = x.detach().requires_grad_(do_r1)
-        j = judge_losses(C, critic, reals, o["x_anon"].detach(), o["x_rec"].detach(), cfg.critic_on_rec)
+        with _autocast(cfg, x, enabled=not do_r1):  # R1's double backward in fp32, as the StyleGAN2 trainer
+            j = judge_losses(C, critic, reals, o["x_anon"].detach().float(), o["x_rec"].detach().float(),
+                             cfg.critic_on_rec)
         total_C = j["loss_C"]
         if do_r1:
             r1 = r1_penalty(j["c_real"], reals).mean()

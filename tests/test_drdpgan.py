@@ -91,3 +91,23 @@ def test_gradients_reach_generator_mapper_and_extractor_through_both_paths():
     assert m.extractor.head.weight.grad is not None
     assert any(p.grad is not None for p in m.generator.parameters())
     assert m.binary_code.net[0].weight.grad is not None  # straight-through Eq. 4 in training
+
+
+def test_keyed_model_hides_a_longer_carrier_and_asks_for_it():
+    """carrier_bits != code_bits: E_Ste and E_P carry the (sealed) carrier, the decoder reads the code."""
+    m = tiny_model(32, carrier_bits=40)
+    assert m.cfg.keyed and m.cfg.hidden_bits == 40 and m.extractor.cfg.code_bits == 40
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    carrier = torch.randint(0, 2, (2, 40)).float()
+    with torch.no_grad():
+        with pytest.raises(ValueError, match="sealed carrier"):
+            m.anonymize(x, seed=1)
+        with pytest.raises(ValueError, match="carries 40 bits"):
+            m.anonymize(x, seed=1, carrier=carrier[:, :24])
+        a = m.anonymize(x, seed=1, carrier=carrier)
+        assert a["password"].shape == (2, 24) and torch.equal(a["carrier"], carrier)
+        with pytest.raises(ValueError, match="open it with the key"):
+            m.recover(a["images"])
+        r = m.recover(a["images"], code=a["password"])
+    assert r["bits"].shape == (2, 40) and r["f_id_decoded"].shape == (2, 32)
+    assert not tiny_model(32).cfg.keyed  # the paper's layout: the code is what the image carries

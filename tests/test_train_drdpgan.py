@@ -150,3 +150,18 @@ def test_changed_config_on_resume_is_refused(tmp_path, data):
     # steps / logging intervals may change
     res = train_drdpgan(tiny_model(), data, tiny_cfg(steps=3, log_every=2), tmp_path, progress=False)
     assert res["step"] == 3
+
+
+def test_keyed_model_trains_on_random_carriers_under_bf16(tmp_path, data):
+    """A keyed model (carrier 40 bits, code 24) trains with uniformly random carrier bits, bf16 autocast:
+    finite losses, E_P's bit accuracy is measured against the carrier (about 0.5 before training)."""
+    from toys import tiny_model as toy
+
+    m = toy()
+    keyed = DRDPGAN(DRDPGANConfig(**{**m.cfg.__dict__, "carrier_bits": 40}), m.generator, m.identity_encoder,
+                    m.prior3d)
+    res = train_drdpgan(keyed, data, tiny_cfg(steps=2, precision="bf16"), tmp_path, progress=False)
+    assert res["step"] == 2 and all(torch.isfinite(torch.tensor(v)) for v in res["last"].values())
+    assert 0.2 < res["last"]["bit_acc"] < 0.8
+    with pytest.raises(ValueError, match="precision"):
+        train_drdpgan(toy(), data, tiny_cfg(steps=1, precision="fp16"), tmp_path / "b", progress=False)

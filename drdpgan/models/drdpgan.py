@@ -43,6 +43,10 @@ class DRDPGANConfig:
     n_expression: int = 5  # the synthetic world's expression coefficients (drdpgan.data.world)
     n_pose: int = 3
     code_bits: int = 512
+    # bits hidden in the image (E_Ste's conv1x1(Password), E_P's output). None: the code itself, as in the
+    # paper. The keyed password (drdpgan.password) hides a longer carrier, nonce || AES-CTR(code) || tag ||
+    # BCH parity, whose bits are uniformly random to anyone without the key.
+    carrier_bits: int | None = None
     # Table 4 ablation switches (experiment 7 = all on)
     use_fid_control: bool = True
     use_3d_prior: bool = True
@@ -57,6 +61,16 @@ class DRDPGANConfig:
     extractor_max_channels: int = 256
     extractor_noise_sigma: float = 0.02  # Eq. 13
     noise_mode: str = "const"  # generator noise inputs: deterministic by default
+
+    @property
+    def hidden_bits(self) -> int:
+        """How many bits the image carries: ``carrier_bits``, or ``code_bits`` in the paper's layout."""
+        return self.carrier_bits or self.code_bits
+
+    @property
+    def keyed(self) -> bool:
+        """True when the image carries a separate (sealed) carrier rather than the identity code itself."""
+        return self.hidden_bits != self.code_bits
 
 
 class DRDPGAN(nn.Module):
@@ -82,7 +96,7 @@ class DRDPGAN(nn.Module):
         self.binary_code = BinaryCodeMapping(bcfg)
         self.decoder = BinaryCodeDecoder(bcfg)
         self.extractor = PasswordExtractor(ExtractorConfig(
-            resolution=cfg.resolution, code_bits=cfg.code_bits, base_channels=cfg.extractor_base_channels,
+            resolution=cfg.resolution, code_bits=cfg.hidden_bits, base_channels=cfg.extractor_base_channels,
             max_channels=cfg.extractor_max_channels, noise_sigma=cfg.extractor_noise_sigma))
         self.mapper = LatentMapper(LatentMapperConfig(
             in_dim=cfg.identity_dim + cfg.n_expression + cfg.n_pose, w_dim=generator.w_dim,
@@ -93,7 +107,7 @@ class DRDPGAN(nn.Module):
             resolution=cfg.resolution, targets=inject, base_channels=cfg.encoder_base_channels,
             max_channels=cfg.encoder_max_channels)) if cfg.use_encoder_control else None
         self.fusion = nn.ModuleDict({
-            str(r): AdaptiveMaskFusion(c, cfg.code_bits, use_encoder=cfg.use_encoder_control) for r, c in inject})
+            str(r): AdaptiveMaskFusion(c, cfg.hidden_bits, use_encoder=cfg.use_encoder_control) for r, c in inject})
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -155,31 +169,52 @@ class DRDPGAN(nn.Module):
 
     def anonymize(
         self, images: torch.Tensor, seed: int | None = None, generator: torch.Generator | None = None,
-        z: torch.Tensor | None = None,
+        z: torch.Tensor | None = None, carrier: torch.Tensor | None = None,
     ) -> dict:
-        """Sec. 3.1, t = 1. ``seed`` (or an explicit ``generator`` / noise ``z``) picks the fake identity."""
+        """Sec. 3.1, t = 1. ``seed`` (or an explicit ``generator`` / noise ``z``) picks the fake identity.
+
+        ``carrier`` (B, hidden_bits) in {0, 1}: the bits to hide. Default: the password of Eq. 2-4 (the
+        paper's layout, ``carrier_bits`` None); a keyed model needs the sealed carrier
+        (:func:`drdpgan.password.seal` of ``out["password"]``)."""
         if generator is None and z is None:
             generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
         f_id = self.identity(images)
         fake = self.fake_identity.generate(f_id, z=z, generator=generator)
         f_emo, f_pos = self.prior(images)
         bits = self.password(f_id)
-        out = self.synthesize(images, fake["fake"], f_emo, f_pos, bits, t=1)
+        hidden = self._carrier(bits if carrier is None else carrier, given=carrier is not None)
+        out = self.synthesize(images, fake["fake"], f_emo, f_pos, hidden, t=1)
         return {**out, "f_id": f_id, "f_fake": fake["fake"], "fake_cos": fake["cos"], "password": bits,
-                "f_emo": f_emo, "f_pos": f_pos}
+                "carrier": hidden, "f_emo": f_emo, "f_pos": f_pos}
 
-    def recover(self, anonymized: torch.Tensor, password: torch.Tensor | None = None) -> dict:
+    def _carrier(self, bits: torch.Tensor, given: bool) -> torch.Tensor:
+        n = self.cfg.hidden_bits
+        if not given and self.cfg.keyed:
+            raise ValueError(f"this model hides a {n}-bit sealed carrier, not its {self.cfg.code_bits}-bit code: "
+                             f"pass carrier= (drdpgan.password.seal of the code)")
+        if bits.shape[-1] != n:
+            raise ValueError(f"the image carries {n} bits, got {bits.shape[-1]}")
+        return bits
+
+    def recover(self, anonymized: torch.Tensor, password: torch.Tensor | None = None,
+                code: torch.Tensor | None = None) -> dict:
         """Sec. 3.1, t = 0: extract the password, decode the identity, regenerate.
 
-        ``password`` may be given (e.g. the true bits, for the oracle-password ablation);
-        by default it is read from the image by E_P.
-        """
+        ``password`` (the hidden bits) may be given (e.g. the true bits, for the oracle-password
+        ablation); by default it is read from the image by E_P. ``code``: the identity code to decode
+        (a keyed model's carrier opened with the key); default the password itself (paper layout)."""
         logits = self.extractor(anonymized)
         bits = PasswordExtractor.bits(logits) if password is None else password
-        f_id_hat = self.decoder(bits)
+        if code is None:
+            if self.cfg.keyed:
+                raise ValueError("this model hides a sealed carrier: open it with the key (drdpgan.password."
+                                 "open_payload) and pass code=")
+            code = bits
+        f_id_hat = self.decoder(code)
         f_emo, f_pos = self.prior(anonymized)
         out = self.synthesize(anonymized, f_id_hat, f_emo, f_pos, bits, t=0)
-        return {**out, "bit_logits": logits, "bits": bits, "f_id_decoded": f_id_hat, "f_emo": f_emo, "f_pos": f_pos}
+        return {**out, "bit_logits": logits, "bits": bits, "code": code, "f_id_decoded": f_id_hat,
+                "f_emo": f_emo, "f_pos": f_pos}
 
 
 def assemble(generator: nn.Module, identity_encoder: nn.Module, prior3d: nn.Module, **config_overrides) -> DRDPGAN:
