@@ -243,13 +243,16 @@ def _tag(key: Key, nonce: bytes, ciphertext: bytes, n_bytes: int) -> bytes:
 
 
 def seal(code_bits, key: Key, layout: PayloadLayout = PayloadLayout(), nonce: bytes | None = None) -> np.ndarray:
-    """Identity code bits ``(layout.code_bits,)`` -> payload bits ``(layout.carrier_bits,)`` (uint8 0/1).
+    """Identity code bits ``(K,)``, ``K <= layout.code_bits`` -> payload bits ``(layout.carrier_bits,)``
+    (uint8 0/1). A shorter code is zero-padded to ``layout.code_bits`` before encryption (the padding is
+    encrypted too; :func:`open_payload` returns the padded code, cut it to ``K``).
 
     ``nonce`` (``layout.nonce_bits // 8`` bytes) defaults to fresh random bytes; pass one only for
     reproducible examples."""
     code = np.asarray(code_bits).astype(np.uint8).reshape(-1)
-    if code.size != layout.code_bits:
-        raise ValueError(f"the layout seals {layout.code_bits} code bits, got {code.size}")
+    if code.size > layout.code_bits:
+        raise ValueError(f"the layout seals at most {layout.code_bits} code bits, got {code.size}")
+    code = np.concatenate([code, np.zeros(layout.code_bits - code.size, np.uint8)])
     nonce = os.urandom(layout.nonce_bits // 8) if nonce is None else bytes(nonce)
     if len(nonce) != layout.nonce_bits // 8:
         raise ValueError(f"nonce must be {layout.nonce_bits // 8} bytes, got {len(nonce)}")

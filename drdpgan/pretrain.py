@@ -8,6 +8,7 @@ same machine and thread count, see :mod:`drdpgan.train_stylegan2`)::
 
     python -m drdpgan.pretrain stylegan2 --profile cpu [--steps N] [--threads 1]
     python -m drdpgan.pretrain identity|evaluator|prior3d --profile cpu [--threads 1]
+    python -m drdpgan.pretrain drdpgan --profile cpu    (DR-DPGAN itself, from the above: drdpgan.pretrain_drdpgan)
     python -m drdpgan.pretrain status --profile cpu
 
 ``steps`` is the total to reach; raising it later continues the same run (the recipe below
@@ -607,7 +608,7 @@ def status(profile: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m drdpgan.pretrain", description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=["stylegan2", "identity", "evaluator", "prior3d", "status", "export"])
+    ap.add_argument("what", choices=["stylegan2", "identity", "evaluator", "prior3d", "drdpgan", "status", "export"])
     ap.add_argument("--network", help="for export: which finished run to ship")
     ap.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="for export")
     ap.add_argument("--profile", default="cpu")
@@ -635,7 +636,8 @@ def main(argv: list[str] | None = None) -> int:
     _START_STATE = code_state()
     for name in ("checkpoints", "stages", "train_priors", "train_stylegan2", "verification", "landmark_labels",
                  "shipped", "data.datasets", "data.world", "data.real", "models.facenet", "models.identity",
-                 "models.prior3d", "models.stylegan2", "models.discriminator"):
+                 "models.prior3d", "models.stylegan2", "models.discriminator", "models.drdpgan", "train_drdpgan",
+                 "objective", "hiding", "password", "pretrain_drdpgan", "protocol", "evaluate"):
         importlib.import_module(f"{__package__}.{name}")
 
     if a.threads > 0:
@@ -645,6 +647,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.what == "stylegan2":
         _, metrics = pretrain_stylegan2(a.profile, a.steps, progress=not a.quiet)
         print(json.dumps(metrics, indent=1))
+    elif a.what == "drdpgan":
+        from .pretrain_drdpgan import pretrain_drdpgan
+
+        print(json.dumps(pretrain_drdpgan(a.profile, a.steps, progress=not a.quiet), indent=1, default=float))
     else:
         print(json.dumps(pretrain_prior(a.what, a.profile, progress=not a.quiet), indent=1, default=float))
     return 0

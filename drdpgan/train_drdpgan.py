@@ -90,6 +90,7 @@ steps since the previous row), ``losses.png`` (:func:`plot_losses`), ``checkpoin
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import math
@@ -98,7 +99,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -151,6 +152,9 @@ class DRDPGANTrainConfig(DictConfig):
     critic_*: :class:`~drdpgan.models.critic.CriticConfig` sizes.
     stop_after / max_seconds: end *this call* after that many steps / seconds with a checkpoint
         (simulates a kill in tests; budgets long runs). Not part of the run's identity.
+    eval_every: call :func:`train_drdpgan`'s ``evaluate`` every that many steps (0: never); its
+        numbers go to ``metrics.csv``. Evaluation runs in eval mode under ``no_grad`` with the RNG
+        forked, so it does not change the training run.
     """
 
     steps: int = 2000
@@ -183,9 +187,11 @@ class DRDPGANTrainConfig(DictConfig):
     keep_checkpoints: int = 2
     stop_after: int | None = None
     max_seconds: float | None = None
+    eval_every: int = 0
 
     # fields that may differ between a run and its resumption
-    VOLATILE = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "stop_after", "max_seconds")
+    VOLATILE = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "stop_after", "max_seconds",
+                "eval_every")
 
     def critic_config(self, resolution: int) -> CriticConfig:
         return CriticConfig(resolution=resolution, base_channels=self.critic_base_channels,
@@ -338,8 +344,11 @@ def train_drdpgan(
     out_dir: str | os.PathLike,
     progress: bool = True,
     discriminator: StyleGAN2Discriminator | None = None,
+    evaluate: Callable[[DRDPGAN], Mapping[str, float]] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` in place on ``dataset`` (items ``{"image": (3,R,R) in [-1,1], "identity", "index"}``).
+
+    ``evaluate(model) -> {name: number}``: measured every ``cfg.eval_every`` steps into ``metrics.csv``.
 
     ``discriminator``: an optional (e.g. pretrained StyleGAN2) ``C`` to start from; by default a
     fresh :class:`StyleGAN2Discriminator` of the generator's config, seeded by ``cfg.seed``. The
@@ -386,6 +395,7 @@ def train_drdpgan(
         step = int(ck["step"])
         acc = {k: list(v) for k, v in ck.get("log_acc", {}).items()}
         rewrite_csv_upto(out / "losses.csv", step)
+        rewrite_csv_upto(out / "metrics.csv", step)
     log = CSVLog(out / "losses.csv", ["step", "images"] + LOSS_COLUMNS + ["sec_per_step", "time"])
 
     def save_checkpoint() -> Path:
@@ -396,6 +406,18 @@ def train_drdpgan(
             "configs": configs, "log_acc": acc, "rng": _rng_record(),
         }
         return save_rotating(state, out, step, cfg.keep_checkpoints)
+
+    def run_evaluation() -> None:
+        model.eval()
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            m = {k: float(v) for k, v in evaluate(model).items()}
+        _set_train_mode(model, cfg)
+        path = out / "metrics.csv"
+        header = ["step", "images", *m, "time"]
+        if path.is_file():
+            with open(path, newline="") as f:
+                header = next(csv.reader(f), header)
+        CSVLog(path, header).write({"step": step, "images": step * cfg.batch_size, **m, "time": time.time()})
 
     sampler = iter(EpochSampler(len(dataset), cfg.seed, start=step * cfg.batch_size))
     last: dict[str, float] = {}
@@ -429,6 +451,8 @@ def train_drdpgan(
                     log.write({"step": step, "images": step * cfg.batch_size, **final,
                                "sec_per_step": (now - t_row) / max(steps_row, 1), "time": time.time()})
                     acc, t_row, steps_row = {}, now, 0
+                if evaluate is not None and cfg.eval_every > 0 and step % cfg.eval_every == 0:
+                    run_evaluation()
                 pbar.update(1)
                 pbar.set_postfix(G=f"{last['loss_G']:.3f}", info=f"{last['ano_info']:.3f}",
                                  id_a=f"{last['ano_id']:.3f}", id_r=f"{last['rec_id']:.3f}",

@@ -165,3 +165,21 @@ def test_keyed_model_trains_on_random_carriers_under_bf16(tmp_path, data):
     assert 0.2 < res["last"]["bit_acc"] < 0.8
     with pytest.raises(ValueError, match="precision"):
         train_drdpgan(toy(), data, tiny_cfg(steps=1, precision="fp16"), tmp_path / "b", progress=False)
+
+
+def test_evaluation_hook_writes_metrics_and_leaves_training_unchanged(tmp_path, data):
+    """evaluate every 2 steps: metrics.csv rows at steps 2 and 4; the weights equal a run without it."""
+    x = torch.rand(3, 3, RES, RES) * 2 - 1
+
+    def evaluate(m):
+        assert not m.training
+        return {"mean_anon": float(m.anonymize(x, seed=0)["images"].mean()), "noise": float(torch.rand(()))}
+
+    a, b = tiny_model(), tiny_model()
+    train_drdpgan(a, data, tiny_cfg(steps=4, eval_every=2), tmp_path / "a", progress=False, evaluate=evaluate)
+    train_drdpgan(b, data, tiny_cfg(steps=4), tmp_path / "b", progress=False)
+    df = pd.read_csv(tmp_path / "a" / "metrics.csv")
+    assert df["step"].tolist() == [2, 4] and list(df.columns) == ["step", "images", "mean_anon", "noise", "time"]
+    assert not (tmp_path / "b" / "metrics.csv").exists()
+    sa, sb = a.state_dict(), b.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)

@@ -47,6 +47,7 @@ class DRDPGANConfig:
     # paper. The keyed password (drdpgan.password) hides a longer carrier, nonce || AES-CTR(code) || tag ||
     # BCH parity, whose bits are uniformly random to anyone without the key.
     carrier_bits: int | None = None
+    payload_bch_t: int = 16  # a keyed model's BCH correction capacity (drdpgan.password.PayloadLayout.bch_t)
     # Table 4 ablation switches (experiment 7 = all on)
     use_fid_control: bool = True
     use_3d_prior: bool = True
@@ -66,6 +67,18 @@ class DRDPGANConfig:
     def hidden_bits(self) -> int:
         """How many bits the image carries: ``carrier_bits``, or ``code_bits`` in the paper's layout."""
         return self.carrier_bits or self.code_bits
+
+    def payload_layout(self):
+        """The :class:`drdpgan.password.PayloadLayout` a keyed model seals its code with (None: paper layout)."""
+        if not self.keyed:
+            return None
+        from ..password import PayloadLayout
+
+        layout = PayloadLayout(carrier_bits=self.hidden_bits, bch_t=self.payload_bch_t)
+        if layout.code_bits < self.code_bits:
+            raise ValueError(f"a {self.hidden_bits}-bit carrier with BCH t={self.payload_bch_t} seals at most "
+                             f"{layout.code_bits} code bits, the model has {self.code_bits}")
+        return layout
 
     @property
     def keyed(self) -> bool:

@@ -1,0 +1,271 @@
+"""Pretraining DR-DPGAN itself from the profile's pretrained priors, once, to ship it.
+
+    python -m drdpgan.pretrain drdpgan --profile cpu [--steps N] [--threads 2]
+
+Like the priors (:mod:`drdpgan.pretrain`), the run lives in ``artifacts/pretrain/<profile>/drdpgan/``,
+resumes from its last checkpoint, and appends a provenance line per start. Two stages:
+
+1. **Binary code mapping** (Eq. 2-4) and decoder trained on the identity embeddings ``F_id`` of
+   the training faces (:func:`drdpgan.hiding.train_binary_code`, dropout 0.5 as Sec. 3.4.1), then
+   kept fixed (``freeze_code_mapping``; notebook 09 does the same, :mod:`drdpgan.experiment`).
+2. **Joint training** of both paths (:func:`drdpgan.train_drdpgan.train_drdpgan`, Eq. 9-17) from the
+   shipped (or finished) identity encoder, 3D prior and StyleGAN2 generator; ``metrics.csv`` gets
+   :func:`quick_metrics` every ``eval_every`` steps.
+
+The model of the recipe is **keyed** (:mod:`drdpgan.password`): the identity code (``code_bits``)
+is sealed with AES-CTR + HMAC tag + BCH parity into a ``carrier_bits`` payload, and the image
+carries that payload. During training the carrier is uniformly random (what a sealed payload is to
+anyone without the key); the recovery path is teacher-forced with the true code.
+``DRDPGAN_RECIPES[profile]["model"] = {}`` is the paper's layout (the code itself is hidden).
+
+:func:`measure_drdpgan` is the full measurement (held-out faces, 8-bit PNG between the two paths,
+the public evaluation key :data:`EVAL_KEY`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from hashlib import sha256
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .password import Key, PayloadLayout
+from .pretrain import pretrained_network, record_provenance, work_dir
+
+__all__ = ["DRDPGAN_RECIPES", "EVAL_KEY", "build_model", "pretrain_drdpgan", "quick_metrics", "measure_drdpgan",
+           "layout_of"]
+
+#: A public, fixed key for measurements (never for protecting photos: it is in the source code).
+EVAL_KEY = Key(sha256(b"drdpgan public evaluation key (not secret)").digest())
+
+
+def _recipes() -> dict[str, dict[str, Any]]:
+    from .hiding import CodeTrainConfig
+    from .train_drdpgan import DRDPGANTrainConfig
+
+    cpu = {
+        # keyed layout: 512 hidden bits (the paper's password length) = nonce 32 + sealed 256-bit code (+ 40 bits
+        # of zero padding) + tag 32 + BCH parity (t = 16: any 16 of the 504 protected bits may flip)
+        "model": {"code_bits": 256, "carrier_bits": 512, "payload_bch_t": 16},
+        "code": CodeTrainConfig(seed=11, steps=3000, batch_size=256, eval_every=250),
+        "train": DRDPGANTrainConfig(steps=20000, batch_size=8, seed=0, precision="bf16", freeze_code_mapping=True,
+                                    log_every=10, checkpoint_every=100, keep_checkpoints=2, eval_every=250),
+        "init_seed": 0,  # the fresh components' initialisation
+    }
+    return {"cpu": cpu}
+
+
+DRDPGAN_RECIPES = _recipes()
+
+
+def layout_of(model) -> PayloadLayout | None:
+    """The payload layout a keyed model seals with (None: the paper's layout, no key)."""
+    return model.cfg.payload_layout()
+
+
+def build_model(profile: str, progress: bool = True):
+    """``(model, records)``: a fresh DR-DPGAN of the recipe around the profile's pretrained priors."""
+    from .models.drdpgan import assemble
+
+    r = DRDPGAN_RECIPES[profile]
+    enc, enc_rec = pretrained_network(profile, "identity")
+    p3d, p3d_rec = pretrained_network(profile, "prior3d")
+    G, g_rec = pretrained_network(profile, "stylegan2")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(r["init_seed"]))
+        model = assemble(G, enc, p3d, **r["model"])
+    return model.eval(), {"identity": enc_rec, "prior3d": p3d_rec, "stylegan2": g_rec}
+
+
+def _faces(profile: str, progress: bool):
+    """Training faces (cpu: the priors' 60k pretraining faces of 3,000 identities) and held-out faces."""
+    from . import stages
+    from .pretrain import pretraining_faces
+
+    p01 = stages.notebook_params("01_data", profile)
+    data = stages.face_data(p01, progress)
+    train = pretraining_faces(profile, progress) if p01["dataset"] == "synthetic" else data["train"]
+    return train, data["heldout"]
+
+
+def _code_stage(model, profile: str, train, heldout, out: Path, progress: bool) -> dict[str, Any]:
+    """Stage 1, cached in ``out/code.pt``: train the binary code mapping and decoder on ``F_id``."""
+    from .evaluate import _embed_all
+    from .hiding import train_binary_code
+    from .repro import atomic_torch_save, atomic_write_json
+    from .stages import images_of
+
+    path = out / "code.pt"
+    if not path.is_file():
+        tcfg = DRDPGAN_RECIPES[profile]["code"]
+        f_train = _embed_all(model.identity_encoder, images_of(train), batch_size=256)
+        f_eval = _embed_all(model.identity_encoder, images_of(heldout), batch_size=256)
+        mapping, decoder, hist = train_binary_code(f_train, model.binary_code.cfg, tcfg, f_eval=f_eval,
+                                                   progress=progress)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "code_history.json", {"eval": hist["eval"], "time_s": hist["time_s"]})
+        atomic_torch_save({"mapping": mapping.state_dict(), "decoder": decoder.state_dict()}, path)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.binary_code.load_state_dict(state["mapping"])
+    model.decoder.load_state_dict(state["decoder"])
+    return json.loads((out / "code_history.json").read_text())["eval"][-1]
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR (dB) of images in [-1, 1] mapped to [0, 1]."""
+    mse = (((a.float() - b.float()) / 2) ** 2).flatten(1).mean(1)
+    return 10 * torch.log10(1 / mse.clamp_min(1e-10))
+
+
+@torch.no_grad()
+def quick_metrics(model, images: torch.Tensor, seed: int = 0) -> dict[str, float]:
+    """Training-time health of a (keyed or paper-layout) model on fixed held-out ``images`` (N,3,R,R):
+
+    ``rec_psnr_oracle`` (recovery teacher-forced with the true code and carrier, from the 8-bit saved
+    anonymized image), ``rec_psnr`` (recovery from the bits E_P reads, code = the true code when keyed:
+    the cipher is outside the network), ``ber`` (E_P's raw bit error rate on the 8-bit image),
+    ``anon_cos`` / ``rec_cos`` (cosine to ``F_id`` in the frozen identity encoder's space) and
+    ``anon_psnr`` (anonymized vs original: how much of the image changed)."""
+    from .objective import random_carrier, recover_teacher_forced
+    from .protocol import as_saved_image
+    from .repro import make_generator
+
+    model.eval()
+    gen, gcar = make_generator(seed), make_generator(seed + 1)
+    rows: dict[str, list[torch.Tensor]] = {k: [] for k in ("po", "pr", "ber", "ac", "rc", "ap")}
+    for s in range(0, len(images), 32):
+        x = images[s:s + 32].float()
+        carrier = random_carrier(model, len(x), gcar)
+        a = model.anonymize(x, generator=gen, carrier=carrier)
+        x_anon = as_saved_image(a["images"])
+        hidden = a["carrier"]
+        oracle = recover_teacher_forced(model, x_anon, a["password"], hidden)["images"]
+        r = model.recover(x_anon, code=a["password"] if model.cfg.keyed else None)
+        f = a["f_id"]
+        rows["po"].append(_psnr(oracle, x))
+        rows["pr"].append(_psnr(r["images"], x))
+        rows["ber"].append((r["bits"] != hidden).float().mean(1))
+        rows["ac"].append(torch.nn.functional.cosine_similarity(model.identity(x_anon), f))
+        rows["rc"].append(torch.nn.functional.cosine_similarity(model.identity(r["images"]), f))
+        rows["ap"].append(_psnr(x_anon, x))
+    m = {k: float(torch.cat(v).mean()) for k, v in rows.items()}
+    return {"rec_psnr_oracle": m["po"], "rec_psnr": m["pr"], "ber": m["ber"], "anon_cos": m["ac"],
+            "rec_cos": m["rc"], "anon_psnr": m["ap"]}
+
+
+def _heldout_sample(heldout, n: int, seed: int = 5) -> torch.Tensor:
+    from .repro import make_generator
+    from .stages import images_of
+
+    idx = torch.randperm(len(heldout), generator=make_generator(seed))[:n].tolist()
+    return images_of(heldout, idx)
+
+
+def pretrain_drdpgan(profile: str, steps: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) the profile's DR-DPGAN with its recipe; at the end measure it
+    (:func:`measure_drdpgan`) and save ``<work>/drdpgan.pt`` (:func:`drdpgan.checkpoints.save_drdpgan`)."""
+    from dataclasses import replace
+
+    from .checkpoints import save_drdpgan
+    from .repro import atomic_write_json
+    from .train_drdpgan import train_drdpgan
+
+    if profile not in DRDPGAN_RECIPES:
+        raise ValueError(f"no DR-DPGAN pretraining recipe for profile {profile!r}; known: {sorted(DRDPGAN_RECIPES)}")
+    r = DRDPGAN_RECIPES[profile]
+    tcfg = r["train"] if steps is None else replace(r["train"], steps=int(steps))
+    out = work_dir(profile, "drdpgan")
+    model, records = build_model(profile, progress)
+    train, heldout = _faces(profile, progress)
+    code = _code_stage(model, profile, train, heldout, out, progress)
+    record_provenance(out, {"network": "drdpgan", "profile": profile, "target_steps": tcfg.steps,
+                            "n_train": len(train), "priors": records, "code_stage": code})
+    probe = _heldout_sample(heldout, 64)
+    t0 = time.time()
+    result = train_drdpgan(model, train, tcfg, out, progress=progress,
+                           evaluate=lambda m: quick_metrics(m, probe))
+    if result["stopped_early"]:
+        return result
+    metrics = {**measure_drdpgan(model, profile, progress=progress), "steps": result["step"],
+               "images_seen": result["step"] * tcfg.batch_size, "n_train": len(train)}
+    save_drdpgan(out / "drdpgan.pt", model, metrics=metrics, extra={"profile": profile, "priors": records})
+    atomic_write_json(out / "final_metrics.json", {**metrics, "wall_seconds_this_call": time.time() - t0})
+    return metrics
+
+
+@torch.no_grad()
+def measure_drdpgan(model, profile: str, n: int = 256, progress: bool = False) -> dict[str, Any]:
+    """The shipped model's keys on ``n`` held-out faces: anonymize (sealed with :data:`EVAL_KEY` for a
+    keyed model), save as an 8-bit PNG, extract, open, recover.
+
+    ``password.ber`` (raw hidden-bit errors), ``password.exact_rate`` (the identity code comes back
+    exactly: opened and equal), ``password.fmse``; Table 2 keys with the pretrained evaluator over the
+    faces whose payload opened (``rec.*``), and ``rec.psnr_oracle`` (true code and carrier) over all."""
+    from .objective import recover_teacher_forced
+    from .password import PasswordError, open_payload, seal
+    from .protocol import as_saved_image, table2_metrics
+    from .repro import make_generator
+    from . import stages
+
+    model.eval()
+    heldout = stages.face_data(stages.notebook_params("01_data", profile), progress)["heldout"]
+    x_all = _heldout_sample(heldout, n)
+    layout = layout_of(model)
+    gen, rng = make_generator(0), np.random.default_rng(0)
+    keep: dict[str, list] = {k: [] for k in ("x", "anon", "rec", "oracle", "ok", "ber", "f", "fd")}
+    for s in range(0, len(x_all), 32):
+        x = x_all[s:s + 32].float()
+        code = model.password(model.identity(x))  # (B, code_bits)
+        carrier = None
+        if layout is not None:
+            carrier = torch.tensor(np.stack([seal(c.numpy(), EVAL_KEY, layout, nonce=rng.bytes(layout.nonce_bits // 8))
+                                             for c in code]), dtype=torch.float32)
+        a = model.anonymize(x, generator=gen, carrier=carrier)
+        x_anon = as_saved_image(a["images"])
+        bits = (model.extractor(x_anon) >= 0).float()
+        opened, ok = [], []
+        for b, c in zip(bits, code):
+            if layout is None:
+                opened.append(b)
+                ok.append(bool(torch.equal(b, c)))
+                continue
+            try:
+                got, _ = open_payload(b.numpy().astype(np.uint8), EVAL_KEY, layout)
+                got = torch.tensor(got[:model.cfg.code_bits], dtype=torch.float32)
+                opened.append(got)
+                ok.append(bool(torch.equal(got, c)))
+            except PasswordError:
+                opened.append(None)
+                ok.append(False)
+        fine = [i for i, o in enumerate(opened) if o is not None]
+        if fine:
+            r = model.recover(x_anon[fine], password=bits[fine], code=torch.stack([opened[i] for i in fine]))
+            keep["rec"].append(r["images"])
+            keep["fd"].append(r["f_id_decoded"])
+            keep["f"].append(a["f_id"][fine])
+            keep["x"].append(x[fine])
+        keep["oracle"].append(_psnr(recover_teacher_forced(model, x_anon, code, a["carrier"])["images"], x))
+        keep["anon"].append(x_anon)
+        keep["ok"] += ok
+        keep["ber"].append((bits != a["carrier"]).float().mean(1))
+    evaluator, ev_rec = pretrained_network(profile, "evaluator")
+    out: dict[str, Any] = {"password.ber": float(torch.cat(keep["ber"]).mean()),
+                           "password.exact_rate": float(np.mean(keep["ok"])),
+                           "rec.psnr_oracle": float(torch.cat(keep["oracle"]).mean()),
+                           "measure.n": len(x_all), "measure.key": "drdpgan.pretrain_drdpgan.EVAL_KEY",
+                           "measure.evaluator": ev_rec}
+    anon = torch.cat(keep["anon"])
+    from .evaluate import identity_cosines
+
+    out["anon.cos"] = float(np.mean(identity_cosines(evaluator, x_all, anon)))
+    if keep["rec"]:
+        x_ok, rec = torch.cat(keep["x"]), torch.cat(keep["rec"])
+        t2 = table2_metrics(x_ok, x_ok, rec, {"": evaluator})
+        out.update({k: v for k, v in t2.items() if k.startswith("rec.")})
+        out["password.fmse"] = float(torch.nn.functional.mse_loss(torch.cat(keep["fd"]), torch.cat(keep["f"])))
+        out["rec.n"] = len(x_ok)
+    return out

@@ -1,0 +1,58 @@
+"""DR-DPGAN pretraining pieces: the keyed payload layout, the training-time metrics, the evaluation key."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from drdpgan.models.drdpgan import DRDPGAN, DRDPGANConfig
+from drdpgan.password import PasswordError, open_payload, seal
+from drdpgan.pretrain_drdpgan import DRDPGAN_RECIPES, EVAL_KEY, quick_metrics
+from toys import RES, tiny_model
+
+
+def keyed_toy(carrier_bits: int = 256, bch_t: int = 4) -> DRDPGAN:
+    m = tiny_model()
+    cfg = DRDPGANConfig(**{**m.cfg.__dict__, "carrier_bits": carrier_bits, "payload_bch_t": bch_t})
+    return DRDPGAN(cfg, m.generator, m.identity_encoder, m.prior3d).eval()
+
+
+def test_recipe_layout_seals_the_model_code_and_opens_it_through_bit_errors():
+    cfg = DRDPGANConfig(**DRDPGAN_RECIPES["cpu"]["model"])
+    layout = cfg.payload_layout()
+    assert cfg.keyed and layout.carrier_bits == 512 and layout.code_bits >= cfg.code_bits == 256
+    code = np.random.default_rng(0).integers(0, 2, 256).astype(np.uint8)
+    payload = seal(code, EVAL_KEY, layout, nonce=b"\0\1\2\3")
+    flipped = payload.copy()
+    flipped[np.random.default_rng(1).choice(layout.used_bits, layout.bch_t, replace=False)] ^= 1
+    got, n_err = open_payload(flipped, EVAL_KEY, layout)
+    assert n_err == layout.bch_t and np.array_equal(got[:256], code) and not got[256:].any()
+    with pytest.raises(ValueError, match="at most"):
+        seal(np.zeros(layout.code_bits + 1, np.uint8), EVAL_KEY, layout)
+    with pytest.raises(ValueError, match="seals at most"):
+        DRDPGANConfig(code_bits=400, carrier_bits=512, payload_bch_t=16).payload_layout()
+    assert DRDPGANConfig().payload_layout() is None  # the paper's layout has no key
+
+
+def test_a_keyed_payload_does_not_open_with_another_key():
+    from drdpgan.password import generate_key
+
+    layout = DRDPGANConfig(**DRDPGAN_RECIPES["cpu"]["model"]).payload_layout()
+    payload = seal(np.ones(256, np.uint8), EVAL_KEY, layout)
+    with pytest.raises(PasswordError) as e:
+        open_payload(payload, generate_key(), layout)
+    assert e.value.reason == "wrong_key"
+
+
+@pytest.mark.parametrize("keyed", [False, True])
+def test_quick_metrics_are_finite_and_do_not_touch_the_rng(keyed):
+    m = keyed_toy() if keyed else tiny_model()
+    x = torch.rand(5, 3, RES, RES) * 2 - 1
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    q = quick_metrics(m, x)
+    assert torch.equal(before, torch.get_rng_state())
+    assert set(q) == {"rec_psnr_oracle", "rec_psnr", "ber", "anon_cos", "rec_cos", "anon_psnr"}
+    assert all(np.isfinite(v) for v in q.values()) and 0 <= q["ber"] <= 1
+    assert q == quick_metrics(m, x)  # deterministic
