@@ -2,10 +2,18 @@
 
 ::
 
-    python -m drdpgan anonymize photos/ anonymized/ [--seed S] [--checkpoint C] [--aligned] [--paste-back]
-    python -m drdpgan recover anonymized/ recovered/ [--checkpoint C]
-    python -m drdpgan keygen my.key [--overwrite]     (a key file for the keyed password, drdpgan.password)
+    python -m drdpgan keygen my.key [--overwrite]     (a new 256-bit key file, mode 0600)
+    python -m drdpgan anonymize photos/ anonymized/ --key-file my.key [--seed S] [--checkpoint C] [--aligned] [--paste-back]
+    python -m drdpgan recover anonymized/ recovered/ --key-file my.key [--checkpoint C] [--render-wrong-key]
+    key options: --key-file K | --passphrase-env VAR (the passphrase in environment variable VAR) | --ask-passphrase
     common options: [--overwrite] [--report report.json] [--debug]
+
+A keyed model (``carrier_bits`` set, as the shipped ones) seals each face's identity code with the key
+(:mod:`drdpgan.password`: AES-CTR, an HMAC tag, BCH error correction) before hiding it, and
+``recover`` opens it with the same key: a wrong key, an image that was never anonymized, or one
+damaged beyond what the code corrects writes no output for that file, says which it is, and the exit
+status is 1. ``--render-wrong-key`` (teaching) still renders what a wrong key decodes to. A model in
+the paper's layout hides the identity code itself and takes no key: anyone with the model recovers.
 
 ``IN`` is an image file or a folder (its image files, sorted; not recursive). ``OUT`` is a folder
 (created), or, when ``IN`` is one file, a ``.png`` file path.
@@ -107,7 +115,7 @@ def to_tensor(img, size: int) -> torch.Tensor:
 
     if img.size != (size, size):
         img = img.resize((size, size), Image.BICUBIC)
-    return uint8_to_float(torch.from_numpy(np.asarray(img, np.uint8)).permute(2, 0, 1)[None].contiguous())
+    return uint8_to_float(torch.from_numpy(np.array(img, np.uint8)).permute(2, 0, 1)[None].contiguous())
 
 
 def to_image(x: torch.Tensor):
@@ -195,9 +203,58 @@ def _find_face(aligner, img, f: Path):
     raise PhotoError(f"{f}: no face found (if it is a tight face crop, rerun with --aligned)")
 
 
+class PasswordRejected(PhotoError):
+    """An anonymized image whose password does not open: ``reason`` "wrong_key" or "unreadable"."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def check_key(model, key) -> None:
+    """A keyed model needs a key; a model in the paper's layout has none to take."""
+    if model.cfg.keyed and key is None:
+        raise UsageError("this model seals the hidden password with a key: give --key-file K (make one with "
+                         "`python -m drdpgan keygen K`), --passphrase-env VAR or --ask-passphrase")
+    if not model.cfg.keyed and key is not None:
+        raise UsageError("this model hides the identity code itself (the paper's layout) and takes no key; "
+                         "anyone who has the model can recover its faces")
+
+
+def seal_carrier(model, x: torch.Tensor, key) -> torch.Tensor | None:
+    """The bits a keyed model hides for the faces ``x`` (B,3,R,R): each identity code sealed with ``key``
+    and a fresh random nonce (:func:`drdpgan.password.seal`); None for the paper's layout."""
+    from .password import seal
+
+    if not model.cfg.keyed:
+        return None
+    layout = model.cfg.payload_layout()
+    codes = model.password(model.identity(x))  # (B, code_bits) in {0, 1}
+    return torch.tensor(np.stack([seal(c.numpy(), key, layout) for c in codes]), dtype=torch.float32)
+
+
+def open_carrier(model, bits: torch.Tensor, key, render_wrong_key: bool = False) -> tuple[torch.Tensor, list[str]]:
+    """The identity code (1, code_bits) in the carrier ``bits`` (1, hidden_bits) E_P read, and notes;
+    :class:`PasswordRejected` when it does not open (``render_wrong_key``: a wrong key's decryption is
+    returned with a note instead, for teaching)."""
+    from .password import PasswordError, open_payload
+
+    layout = model.cfg.payload_layout()
+    try:
+        code, n_fixed = open_payload(bits[0].numpy().astype(np.uint8), key, layout)
+        notes = [f"{n_fixed} bit error(s) corrected"] if n_fixed else []
+    except PasswordError as e:
+        if not (render_wrong_key and e.reason == "wrong_key"):
+            raise PasswordRejected(e.reason, str(e)) from None
+        code, _ = open_payload(bits[0].numpy().astype(np.uint8), key, layout, verify=False)
+        notes = ["WRONG KEY: rendered what this key decodes to (--render-wrong-key); it is not the original face"]
+    return torch.tensor(code[None, :model.cfg.code_bits], dtype=torch.float32), notes
+
+
 def anonymize_files(model, src: Path, out: Path, seed: int = 0, aligned: bool = False, paste_back: bool = False,
-                    overwrite: bool = False, debug: bool = False) -> list[FileResult]:
-    """Anonymize every image of ``src`` into ``out``; one :class:`FileResult` per input."""
+                    overwrite: bool = False, debug: bool = False, key=None) -> list[FileResult]:
+    """Anonymize every image of ``src`` into ``out``; one :class:`FileResult` per input. A keyed model
+    hides each face's identity code sealed with ``key`` (:func:`seal_carrier`)."""
     from .data.align import FaceAligner, paste_back as paste, similarity_matrix
 
     R = model.cfg.resolution
@@ -211,8 +268,9 @@ def anonymize_files(model, src: Path, out: Path, seed: int = 0, aligned: bool = 
         if aligner is not None:
             img, info, more = _find_face(aligner, photo, f)
             notes += more
+        x = to_tensor(img, R)
         with torch.no_grad():
-            a = model.anonymize(to_tensor(img, R), seed=seed)
+            a = model.anonymize(x, seed=seed, carrier=seal_carrier(model, x, key))
         face = to_image(a["images"][0])
         if paste_back and info is not None:
             m = similarity_matrix(info["landmarks"], R, aligner.margin)
@@ -224,8 +282,11 @@ def anonymize_files(model, src: Path, out: Path, seed: int = 0, aligned: bool = 
     return _run(files, outputs, handle, overwrite, debug, "anonymize")
 
 
-def recover_files(model, src: Path, out: Path, overwrite: bool = False, debug: bool = False) -> list[FileResult]:
-    """Recover every anonymized PNG of ``src`` into ``out``; one :class:`FileResult` per input."""
+def recover_files(model, src: Path, out: Path, overwrite: bool = False, debug: bool = False, key=None,
+                  render_wrong_key: bool = False) -> list[FileResult]:
+    """Recover every anonymized PNG of ``src`` into ``out``; one :class:`FileResult` per input. A keyed
+    model's password is opened with ``key`` first (:func:`open_carrier`); a file whose password does not
+    open is skipped with the reason and gets no output."""
     R = model.cfg.resolution
     files = list_inputs(src)
     outputs = output_names(files, src, out, "_rec")
@@ -235,8 +296,18 @@ def recover_files(model, src: Path, out: Path, overwrite: bool = False, debug: b
         if img.size != (R, R):
             raise PhotoError(f"{f}: {img.size[0]}x{img.size[1]} px, but this model's anonymized faces are "
                              f"{R}x{R} (recover reads the <name>_anon.png files that anonymize wrote, unchanged)")
+        x = to_tensor(img, R)
         with torch.no_grad():
-            r = model.recover(to_tensor(img, R))
+            if model.cfg.keyed:
+                bits = (model.extractor(x) >= 0).float()  # (1, hidden_bits), E_P (Sec. 3.4.2)
+                try:
+                    code, more = open_carrier(model, bits, key, render_wrong_key)
+                except PasswordRejected as e:
+                    raise PasswordRejected(e.reason, f"{f}: {e} -- no output written") from None
+                notes += more
+                r = model.recover(x, password=bits, code=code)
+            else:
+                r = model.recover(x)
         save_png(to_image(r["images"][0]), dst)
         return notes
 
@@ -257,6 +328,35 @@ def keygen(path: Path, overwrite: bool = False) -> int:
     return 0
 
 
+def resolve_key(args):
+    """The key of ``--key-file``, ``--passphrase-env`` or ``--ask-passphrase`` (at most one), or None.
+    A passphrase is never printed or stored."""
+    import os
+
+    from .password import key_file_is_private, key_from_passphrase, read_key_file
+
+    given = [n for n in ("key_file", "passphrase_env", "ask_passphrase") if getattr(args, n, None)]
+    if len(given) > 1:
+        raise UsageError("give one of --key-file, --passphrase-env, --ask-passphrase")
+    try:
+        if args.key_file:
+            key = read_key_file(args.key_file)
+            if not key_file_is_private(args.key_file):
+                print(f"[drdpgan] warning: {args.key_file} can be read by other users (chmod 600 it)", file=sys.stderr)
+            return key
+        if args.passphrase_env:
+            if args.passphrase_env not in os.environ:
+                raise UsageError(f"--passphrase-env {args.passphrase_env}: no such environment variable")
+            return key_from_passphrase(os.environ[args.passphrase_env])
+        if args.ask_passphrase:
+            import getpass
+
+            return key_from_passphrase(getpass.getpass("passphrase: "))
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    return None
+
+
 def _raise_on_sigterm(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -274,6 +374,8 @@ def main(argv=None) -> int:
     r = sub.add_parser("recover", help="recover faces from anonymized PNGs (t = 0)")
     r.add_argument("input", type=Path, help="an anonymized PNG or a folder of them")
     r.add_argument("output", type=Path, help="output folder (or a .png path for one input file)")
+    r.add_argument("--render-wrong-key", action="store_true",
+                   help="teaching: render what a wrong key decodes to instead of refusing the file")
     k = sub.add_parser("keygen", help="write a new 256-bit key file (mode 0600) for the keyed password")
     k.add_argument("key_file", type=Path, help="where to write the key (refused if it exists)")
     k.add_argument("--overwrite", action="store_true", help="replace an existing key file")
@@ -282,6 +384,10 @@ def main(argv=None) -> int:
         p.add_argument("--overwrite", action="store_true", help="redo inputs whose output exists (default: skip)")
         p.add_argument("--report", type=Path, default=None, help="write a JSON report of every input here")
         p.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
+        p.add_argument("--key-file", type=Path, default=None, help="the key file (python -m drdpgan keygen K)")
+        p.add_argument("--passphrase-env", metavar="VAR", default=None,
+                       help="derive the key from the passphrase in environment variable VAR (scrypt)")
+        p.add_argument("--ask-passphrase", action="store_true", help="prompt for the passphrase (not echoed)")
     args = ap.parse_args(argv)
     if args.cmd == "keygen":
         return keygen(args.key_file, args.overwrite)
@@ -296,12 +402,15 @@ def main(argv=None) -> int:
             raise UsageError(f"{args.output}: an existing file, but a folder of inputs needs an output folder")
         if not files:
             raise UsageError(f"{args.input}: no files to process")
+        key = resolve_key(args)
         model = load_checkpoint(args.checkpoint)
+        check_key(model, key)
         if args.cmd == "anonymize":
             results = anonymize_files(model, args.input, args.output, seed=args.seed, aligned=args.aligned,
-                                      paste_back=args.paste_back, overwrite=args.overwrite, debug=args.debug)
+                                      paste_back=args.paste_back, overwrite=args.overwrite, debug=args.debug, key=key)
         else:
-            results = recover_files(model, args.input, args.output, overwrite=args.overwrite, debug=args.debug)
+            results = recover_files(model, args.input, args.output, overwrite=args.overwrite, debug=args.debug,
+                                    key=key, render_wrong_key=args.render_wrong_key)
     except UsageError as e:
         print(f"[drdpgan] {e}", file=sys.stderr)
         return 2

@@ -263,11 +263,13 @@ def seal(code_bits, key: Key, layout: PayloadLayout = PayloadLayout(), nonce: by
     return bytes_to_bits(bytes(data) + parity, layout.carrier_bits)
 
 
-def open_payload(payload_bits, key: Key, layout: PayloadLayout = PayloadLayout()) -> tuple[np.ndarray, int]:
+def open_payload(payload_bits, key: Key, layout: PayloadLayout = PayloadLayout(),
+                 verify: bool = True) -> tuple[np.ndarray, int]:
     """Payload bits (as extracted) -> ``(identity code bits, number of bits corrected)``.
 
     Raises :class:`PasswordError` ``"unreadable"`` when BCH cannot correct the bits and
-    ``"wrong_key"`` when the tag does not match."""
+    ``"wrong_key"`` when the tag does not match. ``verify=False`` skips the tag check and returns what
+    ``key`` decrypts the payload to (teaching only: with a wrong key that is an unrelated code)."""
     bits = np.asarray(payload_bits).astype(np.uint8).reshape(-1)
     if bits.size != layout.carrier_bits:
         raise ValueError(f"expected {layout.carrier_bits} payload bits, got {bits.size}")
@@ -285,7 +287,7 @@ def open_payload(payload_bits, key: Key, layout: PayloadLayout = PayloadLayout()
                             "(the image was never anonymized, or was damaged beyond what the code corrects)")
     nb, tb = layout.nonce_bits // 8, layout.tag_bits // 8
     nonce, ciphertext, tag = bytes(data[:nb]), bytes(data[nb:-tb]), bytes(data[-tb:])
-    if not hmac.compare_digest(tag, _tag(key, nonce, ciphertext, tb)):
+    if verify and not hmac.compare_digest(tag, _tag(key, nonce, ciphertext, tb)):
         raise PasswordError("wrong_key", "the password does not open with this key (another key, or the image "
                             "was tampered with)")
     return bytes_to_bits(_keystream_xor(key, nonce, ciphertext)), int(n_err)
