@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .channel import distort
 from .losses import (
     adversarial_loss,
     discriminative_generator_loss,
@@ -47,7 +48,7 @@ __all__ = ["step_seed", "recover_teacher_forced", "generator_objective", "diagno
 
 def step_seed(seed: int, step: int, stream: int) -> int:
     """A distinct non-negative 63-bit seed per (run seed, step, stream): 0 fake identity, 1 Eq. 13
-    noise, 2 dropout, 3 a keyed model's carrier bits."""
+    noise, 2 dropout, 3 a keyed model's carrier bits, 4 the sharing distortion."""
     h = hashlib.sha256(f"drdpgan-train/{seed}/{step}/{stream}".encode()).digest()
     return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
 
@@ -97,7 +98,9 @@ def generator_objective(model: DRDPGAN, C: nn.Module, critic: nn.Module, x: torc
     f_id, f_fake, bits = a["f_id"], a["f_fake"], a["password"]  # (B, D), (B, D), (B, l)
     hidden = a["carrier"]  # (B, n): the bits in the image (= bits in the paper's layout)
     e_anon = model.identity_encoder(x_anon)  # (B, D), frozen weights, grads to x_anon
-    logits_bits = model.extractor(add_channel_noise(x_anon, sigma, g_noise))  # (B, l)  Eq. 13-14
+    # Eq. 13-14, after one of the configured sharing distortions (drdpgan.channel; none in the paper)
+    shared, _ = distort(x_anon, tuple(getattr(cfg, "distortions", ())), make_generator(step_seed(cfg.seed, step, 4)))
+    logits_bits = model.extractor(add_channel_noise(shared, sigma, g_noise))  # (B, l)
     ano = {
         "adv": adversarial_loss(C(x_anon)),  # Eq. 9
         "dic": discriminative_generator_loss(critic(x_anon)),  # Eq. 10, G side

@@ -149,6 +149,8 @@ class DRDPGANTrainConfig(DictConfig):
     grad_clip: clip the generator-side gradient norm (None: no clipping, the paper's setting).
     precision: ``"fp32"`` or ``"bf16"`` (autocast of every forward pass of the generator side and the
         judges; parameters, optimiser states and the R1 step stay fp32), as the StyleGAN2 trainer.
+    distortions: what E_P reads through besides Eq. 13's noise, one drawn per step
+        (:mod:`drdpgan.channel`: ``"none"``, ``"quantize"``, ``"jpeg"``, ``"resize"``); empty, the paper.
     critic_*: :class:`~drdpgan.models.critic.CriticConfig` sizes.
     stop_after / max_seconds: end *this call* after that many steps / seconds with a checkpoint
         (simulates a kill in tests; budgets long runs). Not part of the run's identity.
@@ -178,6 +180,7 @@ class DRDPGANTrainConfig(DictConfig):
     freeze_code_mapping: bool = False
     grad_clip: float | None = None
     precision: str = "fp32"
+    distortions: tuple[str, ...] = ()
     critic_base_channels: int = 16
     critic_max_channels: int = 128
     critic_highpass: bool = True
