@@ -197,26 +197,62 @@ def pretrain_drdpgan(profile: str, steps: int | None = None, progress: bool = Tr
     return metrics
 
 
+#: a second public key: the "wrong key" of ``password.wrong_key_reject_rate``
+OTHER_KEY = Key(sha256(b"drdpgan public evaluation key 2 (not secret)").digest())
+
+
+def _open_all(model, bits: torch.Tensor, key, layout) -> tuple[list, list[str]]:
+    """Open every row of ``bits`` (N, hidden_bits): ``(codes or None, outcome per row)`` with outcome
+    ``"ok"``, ``"unreadable"`` or ``"wrong_key"``; the paper's layout has no key and always "opens"."""
+    from .password import PasswordError, open_payload
+
+    codes, outcome = [], []
+    for b in bits:
+        if layout is None:
+            codes.append(b)
+            outcome.append("ok")
+            continue
+        try:
+            got, _ = open_payload(b.numpy().astype(np.uint8), key, layout)
+            codes.append(torch.tensor(got[:model.cfg.code_bits], dtype=torch.float32))
+            outcome.append("ok")
+        except PasswordError as e:
+            codes.append(None)
+            outcome.append(e.reason)
+    return codes, outcome
+
+
+def _read(model, images: torch.Tensor) -> torch.Tensor:
+    return torch.cat([(model.extractor(images[s:s + 64]) >= 0).float() for s in range(0, len(images), 64)])
+
+
 @torch.no_grad()
 def measure_drdpgan(model, profile: str, n: int = 256, progress: bool = False) -> dict[str, Any]:
     """The shipped model's keys on ``n`` held-out faces: anonymize (sealed with :data:`EVAL_KEY` for a
     keyed model), save as an 8-bit PNG, extract, open, recover.
 
-    ``password.ber`` (raw hidden-bit errors), ``password.exact_rate`` (the identity code comes back
-    exactly: opened and equal), ``password.fmse``; Table 2 keys with the pretrained evaluator over the
-    faces whose payload opened (``rec.*``), and ``rec.psnr_oracle`` (true code and carrier) over all."""
-    from .objective import recover_teacher_forced
-    from .password import PasswordError, open_payload, seal
-    from .protocol import as_saved_image, table2_metrics
-    from .repro import make_generator
+    * ``password.ber`` (raw hidden-bit errors after PNG), ``password.exact_rate`` (the identity code comes
+      back exactly: opened and equal), ``password.exact_rate_jpeg90`` / ``_jpeg75`` (the same after a real
+      JPEG), ``password.fmse``;
+    * keyed models: ``password.wrong_key_reject_rate`` (opened with :data:`OTHER_KEY`),
+      ``password.foreign_reject_rate`` (the original, never-anonymized faces);
+    * Table 2 keys with the pretrained evaluator over the faces whose payload opened (``rec.*``, with
+      ``rec.n``), ``rec.psnr_oracle`` (true code and carrier) over all, ``anon.cos``;
+    * ``anon.diversity_cos``: mean pairwise evaluator cosine of the first 32 faces each anonymized under
+      six noises (issue 15)."""
     from . import stages
+    from .evaluate import diversity_matrix, identity_cosines
+    from .objective import recover_teacher_forced
+    from .password import seal
+    from .protocol import as_jpeg, as_saved_image, table2_metrics
+    from .repro import make_generator
 
     model.eval()
     heldout = stages.face_data(stages.notebook_params("01_data", profile), progress)["heldout"]
     x_all = _heldout_sample(heldout, n)
     layout = layout_of(model)
     gen, rng = make_generator(0), np.random.default_rng(0)
-    keep: dict[str, list] = {k: [] for k in ("x", "anon", "rec", "oracle", "ok", "ber", "f", "fd")}
+    anon, carriers, codes, f_ids, oracle = [], [], [], [], []
     for s in range(0, len(x_all), 32):
         x = x_all[s:s + 32].float()
         code = model.password(model.identity(x))  # (B, code_bits)
@@ -226,46 +262,53 @@ def measure_drdpgan(model, profile: str, n: int = 256, progress: bool = False) -
                                              for c in code]), dtype=torch.float32)
         a = model.anonymize(x, generator=gen, carrier=carrier)
         x_anon = as_saved_image(a["images"])
-        bits = (model.extractor(x_anon) >= 0).float()
-        opened, ok = [], []
-        for b, c in zip(bits, code):
-            if layout is None:
-                opened.append(b)
-                ok.append(bool(torch.equal(b, c)))
-                continue
-            try:
-                got, _ = open_payload(b.numpy().astype(np.uint8), EVAL_KEY, layout)
-                got = torch.tensor(got[:model.cfg.code_bits], dtype=torch.float32)
-                opened.append(got)
-                ok.append(bool(torch.equal(got, c)))
-            except PasswordError:
-                opened.append(None)
-                ok.append(False)
-        fine = [i for i, o in enumerate(opened) if o is not None]
-        if fine:
-            r = model.recover(x_anon[fine], password=bits[fine], code=torch.stack([opened[i] for i in fine]))
-            keep["rec"].append(r["images"])
-            keep["fd"].append(r["f_id_decoded"])
-            keep["f"].append(a["f_id"][fine])
-            keep["x"].append(x[fine])
-        keep["oracle"].append(_psnr(recover_teacher_forced(model, x_anon, code, a["carrier"])["images"], x))
-        keep["anon"].append(x_anon)
-        keep["ok"] += ok
-        keep["ber"].append((bits != a["carrier"]).float().mean(1))
+        oracle.append(_psnr(recover_teacher_forced(model, x_anon, code, a["carrier"])["images"], x))
+        anon.append(x_anon)
+        carriers.append(a["carrier"])
+        codes.append(code)
+        f_ids.append(a["f_id"])
+    anon, carriers, codes, f_ids = torch.cat(anon), torch.cat(carriers), torch.cat(codes), torch.cat(f_ids)
+    bits = _read(model, anon)
+    opened, outcome = _open_all(model, bits, EVAL_KEY, layout)
+    exact = [o is not None and torch.equal(o, c) for o, c in zip(opened, codes)]
     evaluator, ev_rec = pretrained_network(profile, "evaluator")
-    out: dict[str, Any] = {"password.ber": float(torch.cat(keep["ber"]).mean()),
-                           "password.exact_rate": float(np.mean(keep["ok"])),
-                           "rec.psnr_oracle": float(torch.cat(keep["oracle"]).mean()),
+    out: dict[str, Any] = {"password.ber": float((bits != carriers).float().mean()),
+                           "password.exact_rate": float(np.mean(exact)),
+                           "rec.psnr_oracle": float(torch.cat(oracle).mean()),
+                           "anon.cos": float(np.mean(identity_cosines(evaluator, x_all, anon))),
                            "measure.n": len(x_all), "measure.key": "drdpgan.pretrain_drdpgan.EVAL_KEY",
                            "measure.evaluator": ev_rec}
-    anon = torch.cat(keep["anon"])
-    from .evaluate import identity_cosines
-
-    out["anon.cos"] = float(np.mean(identity_cosines(evaluator, x_all, anon)))
-    if keep["rec"]:
-        x_ok, rec = torch.cat(keep["x"]), torch.cat(keep["rec"])
-        t2 = table2_metrics(x_ok, x_ok, rec, {"": evaluator})
+    for q in (90, 75):
+        got, _ = _open_all(model, _read(model, as_jpeg(anon, q)), EVAL_KEY, layout)
+        out[f"password.exact_rate_jpeg{q}"] = float(np.mean([o is not None and torch.equal(o, c)
+                                                             for o, c in zip(got, codes)]))
+    if layout is not None:
+        _, wrong = _open_all(model, bits, OTHER_KEY, layout)
+        _, foreign = _open_all(model, _read(model, as_saved_image(x_all)), EVAL_KEY, layout)
+        out["password.wrong_key_reject_rate"] = float(np.mean([w != "ok" for w in wrong]))
+        out["password.foreign_reject_rate"] = float(np.mean([f != "ok" for f in foreign]))
+        out["password.outcomes"] = {k: outcome.count(k) for k in ("ok", "unreadable", "wrong_key")}
+    fine = [i for i, o in enumerate(opened) if o is not None]
+    if fine:
+        rec, dec = [], []
+        for s in range(0, len(fine), 32):
+            idx = fine[s:s + 32]
+            r = model.recover(anon[idx], password=bits[idx], code=torch.stack([opened[i] for i in idx]))
+            rec.append(r["images"])
+            dec.append(r["f_id_decoded"])
+        x_ok = x_all[fine]
+        t2 = table2_metrics(x_ok, x_ok, torch.cat(rec), {"": evaluator})
         out.update({k: v for k, v in t2.items() if k.startswith("rec.")})
-        out["password.fmse"] = float(torch.nn.functional.mse_loss(torch.cat(keep["fd"]), torch.cat(keep["f"])))
-        out["rec.n"] = len(x_ok)
+        out["password.fmse"] = float(torch.nn.functional.mse_loss(torch.cat(dec), f_ids[fine]))
+        out["rec.n"] = len(fine)
+    variants = []
+    for seed in range(6):
+        x = x_all[:32].float()
+        carrier = None
+        if layout is not None:
+            carrier = torch.tensor(np.stack([seal(c.numpy(), EVAL_KEY, layout, nonce=rng.bytes(layout.nonce_bits // 8))
+                                             for c in codes[:32]]), dtype=torch.float32)
+        variants.append(model.anonymize(x, seed=100 + seed, carrier=carrier)["images"])
+    per_face = torch.stack(variants, 1)  # (32, 6, 3, R, R)
+    out["anon.diversity_cos"] = float(np.mean([diversity_matrix(evaluator, v)[1] for v in per_face]))
     return out

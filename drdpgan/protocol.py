@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from .experiment import TrainedDRDPGAN
 
 __all__ = [
-    "protocol_split", "as_saved_image", "run_paths", "protocol_outputs",
+    "protocol_split", "as_saved_image", "as_jpeg", "run_paths", "protocol_outputs",
     "TensorFaceDataset", "table1_classifier_protocol", "classifier_configs",
     "table2_metrics", "table3_metrics",
     "ABLATIONS", "ablation_result",
@@ -91,6 +91,22 @@ def as_saved_image(x: torch.Tensor) -> torch.Tensor:
     from .data.datasets import float_to_uint8, uint8_to_float
 
     return uint8_to_float(float_to_uint8(x))
+
+
+def as_jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
+    """What survives saving ``x`` (N,3,H,W) in [-1, 1] as a JPEG at ``quality`` (PIL, 4:2:0) and reading it back."""
+    import io
+
+    from PIL import Image
+
+    from .data.datasets import float_to_uint8, uint8_to_float
+
+    out = []
+    for img in float_to_uint8(x):
+        buf = io.BytesIO()
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(buf, format="JPEG", quality=int(quality))
+        out.append(torch.from_numpy(np.array(Image.open(buf).convert("RGB"))).permute(2, 0, 1))
+    return uint8_to_float(torch.stack(out))
 
 
 @torch.no_grad()

@@ -56,3 +56,28 @@ def test_quick_metrics_are_finite_and_do_not_touch_the_rng(keyed):
     assert set(q) == {"rec_psnr_oracle", "rec_psnr", "ber", "anon_cos", "rec_cos", "anon_psnr"}
     assert all(np.isfinite(v) for v in q.values()) and 0 <= q["ber"] <= 1
     assert q == quick_metrics(m, x)  # deterministic
+
+
+@pytest.mark.parametrize("keyed", [False, True])
+def test_measure_drdpgan_reports_every_key(keyed, monkeypatch):
+    """The full measurement on a toy model and toy faces: every key present and in range. The untrained
+    toy's E_P reads noise, so a keyed payload never opens (rejection rates 1, exact rate 0)."""
+    from drdpgan import pretrain_drdpgan as P, stages
+    from toys import ToyCircles
+
+    m = keyed_toy() if keyed else tiny_model()
+    monkeypatch.setattr(stages, "face_data", lambda *a, **k: {"heldout": ToyCircles(n=40, resolution=RES, seed=2)})
+    monkeypatch.setattr(stages, "notebook_params", lambda *a, **k: {})
+    monkeypatch.setattr(P, "pretrained_network", lambda profile, net: (m.identity_encoder, {"init": "toy"}))
+    out = P.measure_drdpgan(m, "toy", n=40)
+    assert out["measure.n"] == 40 and 0 <= out["password.ber"] <= 1
+    for k in ("password.exact_rate", "password.exact_rate_jpeg90", "password.exact_rate_jpeg75"):
+        assert 0 <= out[k] <= 1
+    assert np.isfinite(out["rec.psnr_oracle"]) and -1 <= out["anon.diversity_cos"] <= 1
+    if keyed:
+        assert out["password.wrong_key_reject_rate"] == out["password.foreign_reject_rate"] == 1.0
+        assert out["password.exact_rate"] == 0.0 and "rec.psnr" not in out
+        assert out["password.outcomes"]["ok"] == 0
+    else:
+        assert "password.wrong_key_reject_rate" not in out and out["rec.n"] == 40
+        assert np.isfinite(out["rec.psnr"]) and np.isfinite(out["password.fmse"])
