@@ -157,12 +157,85 @@ def quick_metrics(model, images: torch.Tensor, seed: int = 0) -> dict[str, float
             "rec_cos": m["rc"], "anon_psnr": m["ap"]}
 
 
-def _heldout_sample(heldout, n: int, seed: int = 5) -> torch.Tensor:
+def _heldout_indices(heldout, n: int, seed: int = 5) -> list[int]:
     from .repro import make_generator
+
+    return torch.randperm(len(heldout), generator=make_generator(seed))[:n].tolist()
+
+
+def _heldout_sample(heldout, n: int, seed: int = 5) -> torch.Tensor:
     from .stages import images_of
 
-    idx = torch.randperm(len(heldout), generator=make_generator(seed))[:n].tolist()
-    return images_of(heldout, idx)
+    return images_of(heldout, _heldout_indices(heldout, n, seed))
+
+
+@torch.no_grad()
+def attribute_preservation(model, heldout, idx: list[int], anonymized: torch.Tensor) -> dict[str, float]:
+    """What anonymization keeps, against the synthetic world's ground truth (issue 15; ``cpu`` only):
+
+    ``anon.pose_err_deg`` (mean |3D prior(x_anon) - true pose| over yaw, pitch, roll, degrees) beside
+    ``prior3d.pose_err_deg`` (the prior on the originals), ``anon.expression_r2`` beside
+    ``prior3d.expression_r2`` (R^2 over the expression coefficients), and ``anon.background_psnr``
+    (dB, anonymized vs original over the pixels outside the renderer's head mask)."""
+    from sklearn.metrics import r2_score
+
+    from .data.world import FaceWorld
+    from .stages import images_of
+
+    x = images_of(heldout, idx)
+    true_pose = heldout.coeffs["pose"][idx].float()
+    true_expr = heldout.coeffs["expression"][idx].float()
+    mask = FaceWorld(heldout.world_config).render(torch.as_tensor(heldout.world_identities[idx]),
+                                                  torch.as_tensor(heldout.sample_indices[idx]),
+                                                  heldout.image_size)["mask"]  # (N, 1, R, R) head coverage
+    out = {}
+    for name, images in (("prior3d", x), ("anon", anonymized)):
+        e, p = model.prior(images.float())
+        out[f"{name}.pose_err_deg"] = float(torch.rad2deg((p - true_pose).abs()).mean())
+        out[f"{name}.expression_r2"] = float(r2_score(true_expr.numpy(), e.numpy()))
+    bg = (mask < 0.5).float().expand_as(x)  # (N, 3, R, R)
+    mse = ((((anonymized.float() - x.float()) / 2) ** 2) * bg).flatten(1).sum(1) / bg.flatten(1).sum(1).clamp_min(1)
+    out["anon.background_psnr"] = float((10 * torch.log10(1 / mse.clamp_min(1e-10))).mean())
+    out["anon.background_fraction"] = float(bg.mean())
+    return out
+
+
+@torch.no_grad()
+def anonymized_realism(model, profile: str, n: int = 2048, progress: bool = False) -> dict[str, float]:
+    """``anon.fd_ratio`` and ``anon.face_detect_rate``, defined as for the generator
+    (:func:`drdpgan.realism.generator_realism`): evaluator-feature Frechet distance of ``n`` anonymized
+    held-out faces to the held-out real faces over training vs held-out real faces; MTCNN detection
+    rate beside ``data.face_detect_rate``."""
+    from . import stages
+    from .realism import face_detect_rate, fd_ratio
+    from .repro import make_generator
+
+    faces = stages.face_data(stages.notebook_params("01_data", profile), progress)
+    real_held = _heldout_sample(faces["heldout"], n, seed=2)
+    real_train = _heldout_sample(faces["train"], n, seed=1)
+    gen = make_generator(3)
+    anon = torch.cat([_anonymize_sealed(model, real_held[s:s + 64].float(), gen)[0]
+                      for s in range(0, len(real_held), 64)])
+    evaluator, _ = pretrained_network(profile, "evaluator")
+    fd = fd_ratio(evaluator, anon, real_train, real_held)
+    return {"anon.fd_ratio": fd["fd_ratio"], "anon.fd_n": fd["n"],
+            "anon.face_detect_rate": face_detect_rate(anon)["rate"],
+            "data.face_detect_rate": face_detect_rate(real_held)["rate"]}
+
+
+def _anonymize_sealed(model, x: torch.Tensor, gen, rng=None, seed: int | None = None):
+    """``(x_anon saved as 8-bit, carrier, code, f_id)``; a keyed model's code sealed with :data:`EVAL_KEY`."""
+    from .password import seal
+    from .protocol import as_saved_image
+
+    rng = rng or np.random.default_rng(0)
+    code = model.password(model.identity(x))  # (B, code_bits)
+    layout, carrier = layout_of(model), None
+    if layout is not None:
+        carrier = torch.tensor(np.stack([seal(c.numpy(), EVAL_KEY, layout, nonce=rng.bytes(layout.nonce_bits // 8))
+                                         for c in code]), dtype=torch.float32)
+    a = model.anonymize(x, generator=gen, seed=seed, carrier=carrier)
+    return as_saved_image(a["images"]), a["carrier"], code, a["f_id"]
 
 
 def pretrain_drdpgan(profile: str, steps: int | None = None, progress: bool = True) -> dict[str, Any]:
@@ -227,7 +300,7 @@ def _read(model, images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def measure_drdpgan(model, profile: str, n: int = 256, progress: bool = False) -> dict[str, Any]:
+def measure_drdpgan(model, profile: str, n: int = 256, progress: bool = False, realism_n: int = 2048) -> dict[str, Any]:
     """The shipped model's keys on ``n`` held-out faces: anonymize (sealed with :data:`EVAL_KEY` for a
     keyed model), save as an 8-bit PNG, extract, open, recover.
 
@@ -239,11 +312,11 @@ def measure_drdpgan(model, profile: str, n: int = 256, progress: bool = False) -
     * Table 2 keys with the pretrained evaluator over the faces whose payload opened (``rec.*``, with
       ``rec.n``), ``rec.psnr_oracle`` (true code and carrier) over all, ``anon.cos``;
     * ``anon.diversity_cos``: mean pairwise evaluator cosine of the first 32 faces each anonymized under
-      six noises (issue 15)."""
+      six noises (issue 15);
+    * synthetic profiles: :func:`attribute_preservation`; ``realism_n > 0``: :func:`anonymized_realism`."""
     from . import stages
     from .evaluate import diversity_matrix, identity_cosines
     from .objective import recover_teacher_forced
-    from .password import seal
     from .protocol import as_jpeg, as_saved_image, table2_metrics
     from .repro import make_generator
 
@@ -255,18 +328,12 @@ def measure_drdpgan(model, profile: str, n: int = 256, progress: bool = False) -
     anon, carriers, codes, f_ids, oracle = [], [], [], [], []
     for s in range(0, len(x_all), 32):
         x = x_all[s:s + 32].float()
-        code = model.password(model.identity(x))  # (B, code_bits)
-        carrier = None
-        if layout is not None:
-            carrier = torch.tensor(np.stack([seal(c.numpy(), EVAL_KEY, layout, nonce=rng.bytes(layout.nonce_bits // 8))
-                                             for c in code]), dtype=torch.float32)
-        a = model.anonymize(x, generator=gen, carrier=carrier)
-        x_anon = as_saved_image(a["images"])
-        oracle.append(_psnr(recover_teacher_forced(model, x_anon, code, a["carrier"])["images"], x))
+        x_anon, carrier, code, f_id = _anonymize_sealed(model, x, gen, rng)
+        oracle.append(_psnr(recover_teacher_forced(model, x_anon, code, carrier)["images"], x))
         anon.append(x_anon)
-        carriers.append(a["carrier"])
+        carriers.append(carrier)
         codes.append(code)
-        f_ids.append(a["f_id"])
+        f_ids.append(f_id)
     anon, carriers, codes, f_ids = torch.cat(anon), torch.cat(carriers), torch.cat(codes), torch.cat(f_ids)
     bits = _read(model, anon)
     opened, outcome = _open_all(model, bits, EVAL_KEY, layout)
@@ -301,14 +368,11 @@ def measure_drdpgan(model, profile: str, n: int = 256, progress: bool = False) -
         out.update({k: v for k, v in t2.items() if k.startswith("rec.")})
         out["password.fmse"] = float(torch.nn.functional.mse_loss(torch.cat(dec), f_ids[fine]))
         out["rec.n"] = len(fine)
-    variants = []
-    for seed in range(6):
-        x = x_all[:32].float()
-        carrier = None
-        if layout is not None:
-            carrier = torch.tensor(np.stack([seal(c.numpy(), EVAL_KEY, layout, nonce=rng.bytes(layout.nonce_bits // 8))
-                                             for c in codes[:32]]), dtype=torch.float32)
-        variants.append(model.anonymize(x, seed=100 + seed, carrier=carrier)["images"])
+    variants = [_anonymize_sealed(model, x_all[:32].float(), None, rng, seed=100 + k)[0] for k in range(6)]
     per_face = torch.stack(variants, 1)  # (32, 6, 3, R, R)
     out["anon.diversity_cos"] = float(np.mean([diversity_matrix(evaluator, v)[1] for v in per_face]))
+    if hasattr(heldout, "coeffs") and hasattr(heldout, "world_identities"):  # the synthetic world's ground truth
+        out.update(attribute_preservation(model, heldout, _heldout_indices(heldout, n), anon))
+    if realism_n:
+        out.update(anonymized_realism(model, profile, realism_n, progress))
     return out

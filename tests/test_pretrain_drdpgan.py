@@ -69,7 +69,7 @@ def test_measure_drdpgan_reports_every_key(keyed, monkeypatch):
     monkeypatch.setattr(stages, "face_data", lambda *a, **k: {"heldout": ToyCircles(n=40, resolution=RES, seed=2)})
     monkeypatch.setattr(stages, "notebook_params", lambda *a, **k: {})
     monkeypatch.setattr(P, "pretrained_network", lambda profile, net: (m.identity_encoder, {"init": "toy"}))
-    out = P.measure_drdpgan(m, "toy", n=40)
+    out = P.measure_drdpgan(m, "toy", n=40, realism_n=0)
     assert out["measure.n"] == 40 and 0 <= out["password.ber"] <= 1
     for k in ("password.exact_rate", "password.exact_rate_jpeg90", "password.exact_rate_jpeg75"):
         assert 0 <= out[k] <= 1
@@ -81,3 +81,27 @@ def test_measure_drdpgan_reports_every_key(keyed, monkeypatch):
     else:
         assert "password.wrong_key_reject_rate" not in out and out["rec.n"] == 40
         assert np.isfinite(out["rec.psnr"]) and np.isfinite(out["password.fmse"])
+
+
+def test_attribute_preservation_against_the_worlds_ground_truth():
+    """On synthetic faces: an 'anonymizer' that returns the input keeps pose and expression exactly as well
+    as the prior reads them and has an infinite-like background PSNR; one that returns noise does not."""
+    from drdpgan.data.datasets import SyntheticFaceDataset
+    from drdpgan.data.world import WorldConfig
+    from drdpgan.models.prior3d import Prior3DConfig, Prior3DRegressor
+    from drdpgan.pretrain_drdpgan import attribute_preservation
+    from drdpgan.stages import images_of
+
+    faces = SyntheticFaceDataset(WorldConfig(image_size=RES), range(3), 4, progress=False)
+    m = tiny_model()
+    torch.manual_seed(0)
+    prior = Prior3DRegressor(Prior3DConfig(n_expression=5, working_size=32, stem_width=8, widths=(8, 16),
+                                           blocks=(1, 1), hidden=16)).eval()
+    model = DRDPGAN(DRDPGANConfig(**{**m.cfg.__dict__, "n_expression": 5}), m.generator, m.identity_encoder, prior)
+    idx = list(range(12))
+    same = attribute_preservation(model, faces, idx, images_of(faces, idx))
+    assert same["anon.pose_err_deg"] == pytest.approx(same["prior3d.pose_err_deg"])
+    assert same["anon.expression_r2"] == pytest.approx(same["prior3d.expression_r2"])
+    assert same["anon.background_psnr"] > 90 and 0.2 < same["anon.background_fraction"] < 0.95
+    noise = attribute_preservation(model, faces, idx, torch.rand(12, 3, RES, RES) * 2 - 1)
+    assert noise["anon.background_psnr"] < 12
