@@ -73,7 +73,8 @@ def random_carrier(model: DRDPGAN, batch: int, generator: torch.Generator) -> to
     like without the key; None for the paper's layout (the image carries the code itself)."""
     if not model.cfg.keyed:
         return None
-    return torch.randint(0, 2, (batch, model.cfg.hidden_bits), generator=generator).float()
+    bits = torch.randint(0, 2, (batch, model.cfg.hidden_bits), generator=generator).float()
+    return bits.to(next(model.parameters()).device)
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -92,7 +93,7 @@ def generator_objective(model: DRDPGAN, C: nn.Module, critic: nn.Module, x: torc
     w = cfg.weights
     g_fake = make_generator(step_seed(cfg.seed, step, 0))  # Alg. 1 noise z
     g_noise = make_generator(step_seed(cfg.seed, step, 1))  # Eq. 13 eps
-    carrier = random_carrier(model, x.shape[0], make_generator(step_seed(cfg.seed, step, 3)))
+    carrier = random_carrier(model, x.shape[0], make_generator(step_seed(cfg.seed, step, 3)))  # drawn on the CPU
     a = model.anonymize(x, generator=g_fake, carrier=carrier)
     x_anon = a["images"]  # (B, 3, R, R)
     f_id, f_fake, bits = a["f_id"], a["f_fake"], a["password"]  # (B, D), (B, D), (B, l)

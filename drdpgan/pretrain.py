@@ -243,7 +243,9 @@ def set_device(device: str) -> None:
         torch.backends.cudnn.benchmark = True  # fastest kernels for the fixed shapes; numerics unchanged
     for name, cfg in STYLEGAN2_RECIPES.items():
         STYLEGAN2_RECIPES[name] = replace(cfg, device=device)
-    for recipe in PRIOR_RECIPES.values():
+    from .pretrain_drdpgan import DRDPGAN_RECIPES
+
+    for recipe in [*PRIOR_RECIPES.values(), *DRDPGAN_RECIPES.values()]:
         for key, cfg in recipe.items():
             if hasattr(cfg, "device"):
                 recipe[key] = replace(cfg, device=device)

@@ -135,10 +135,11 @@ def quick_metrics(model, images: torch.Tensor, seed: int = 0) -> dict[str, float
     from .repro import make_generator
 
     model.eval()
+    dev = next(model.parameters()).device
     gen, gcar = make_generator(seed), make_generator(seed + 1)
     rows: dict[str, list[torch.Tensor]] = {k: [] for k in ("po", "pr", "ber", "ac", "rc", "ap")}
     for s in range(0, len(images), 32):
-        x = images[s:s + 32].float()
+        x = images[s:s + 32].float().to(dev)
         carrier = random_carrier(model, len(x), gcar)
         a = model.anonymize(x, generator=gen, carrier=carrier)
         x_anon = as_saved_image(a["images"])
@@ -152,7 +153,7 @@ def quick_metrics(model, images: torch.Tensor, seed: int = 0) -> dict[str, float
         rows["ac"].append(torch.nn.functional.cosine_similarity(model.identity(x_anon), f))
         rows["rc"].append(torch.nn.functional.cosine_similarity(model.identity(r["images"]), f))
         rows["ap"].append(_psnr(x_anon, x))
-    m = {k: float(torch.cat(v).mean()) for k, v in rows.items()}
+    m = {k: float(torch.cat(v).float().mean()) for k, v in rows.items()}
     return {"rec_psnr_oracle": m["po"], "rec_psnr": m["pr"], "ber": m["ber"], "anon_cos": m["ac"],
             "rec_cos": m["rc"], "anon_psnr": m["ap"]}
 
@@ -263,6 +264,7 @@ def pretrain_drdpgan(profile: str, steps: int | None = None, progress: bool = Tr
                            evaluate=lambda m: quick_metrics(m, probe))
     if result["stopped_early"]:
         return result
+    model.cpu()  # measured and saved on the CPU, wherever it trained
     metrics = {**measure_drdpgan(model, profile, progress=progress), "steps": result["step"],
                "images_seen": result["step"] * tcfg.batch_size, "n_train": len(train)}
     save_drdpgan(out / "drdpgan.pt", model, metrics=metrics, extra={"profile": profile, "priors": records})

@@ -154,6 +154,8 @@ class DRDPGANTrainConfig(DictConfig):
     critic_*: :class:`~drdpgan.models.critic.CriticConfig` sizes.
     stop_after / max_seconds: end *this call* after that many steps / seconds with a checkpoint
         (simulates a kill in tests; budgets long runs). Not part of the run's identity.
+    device: where the networks train (``"cpu"``, ``"cuda"``); every random number is still drawn on the
+        CPU from the step's seeded generators, so a run may move between devices when it resumes.
     eval_every: call :func:`train_drdpgan`'s ``evaluate`` every that many steps (0: never); its
         numbers go to ``metrics.csv``. Evaluation runs in eval mode under ``no_grad`` with the RNG
         forked, so it does not change the training run.
@@ -191,10 +193,11 @@ class DRDPGANTrainConfig(DictConfig):
     stop_after: int | None = None
     max_seconds: float | None = None
     eval_every: int = 0
+    device: str = "cpu"
 
     # fields that may differ between a run and its resumption
     VOLATILE = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "stop_after", "max_seconds",
-                "eval_every")
+                "eval_every", "device")
 
     def critic_config(self, resolution: int) -> CriticConfig:
         return CriticConfig(resolution=resolution, base_channels=self.critic_base_channels,
@@ -367,11 +370,13 @@ def train_drdpgan(
     out = Path(out_dir)
     checkpoint_dir(out).mkdir(parents=True, exist_ok=True)
     R = model.cfg.resolution
+    dev = torch.device(cfg.device)
     _apply_freezing(model, cfg)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         C = discriminator if discriminator is not None else StyleGAN2Discriminator(model.generator.cfg)
         critic = SteganalysisCritic(cfg.critic_config(R))
+    model.to(dev), C.to(dev), critic.to(dev)
     if C.img_resolution != R:
         raise ValueError(f"discriminator is {C.img_resolution} px, the model {R} px")
     opts = build_optimizers(model, C, critic, cfg)
@@ -384,7 +389,7 @@ def train_drdpgan(
 
     ck_path = latest_checkpoint(out)
     if ck_path is not None:
-        ck = torch.load(ck_path, map_location="cpu", weights_only=False)
+        ck = torch.load(ck_path, map_location=dev, weights_only=False)
         diff = _config_diff(ck["configs"], configs)
         if diff:
             raise ValueError(f"cannot resume from {ck_path}: the configuration differs in {diff}; "
@@ -437,7 +442,7 @@ def train_drdpgan(
         with torch.random.fork_rng(devices=[]):
             while step < cfg.steps:
                 idx = [next(sampler) for _ in range(cfg.batch_size)]
-                x = torch.stack([dataset[i]["image"] for i in idx]).float()  # (B, 3, R, R)
+                x = torch.stack([dataset[i]["image"] for i in idx]).float().to(dev)  # (B, 3, R, R)
                 last = _train_step(model, C, critic, opts, x, cfg, step, sigma, gamma)
                 bad = [k for k, v in last.items() if not math.isfinite(v)]
                 if bad:

@@ -68,7 +68,8 @@ def add_channel_noise(x: torch.Tensor, sigma: float, generator: torch.Generator 
     """Eq. 13: ``Y = X_gen + eps`` with Gaussian ``eps`` of std ``sigma``."""
     if sigma <= 0:
         return x
-    eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) * sigma
+    dev = generator.device if generator is not None else x.device  # a CPU generator draws on the CPU
+    eps = torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype).to(x.device) * sigma
     return x + eps
 
 
