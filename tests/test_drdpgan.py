@@ -111,3 +111,17 @@ def test_keyed_model_hides_a_longer_carrier_and_asks_for_it():
         r = m.recover(a["images"], code=a["password"])
     assert r["bits"].shape == (2, 40) and r["f_id_decoded"].shape == (2, 32)
     assert not tiny_model(32).cfg.keyed  # the paper's layout: the code is what the image carries
+
+
+def test_spatial_password_map_option_carries_gradients_to_its_plane():
+    """password_map="spatial" (a departure): the bits become a P x s x s plane before E_Ste's conv1x1."""
+    m = tiny_model(32, password_map="spatial", password_map_channels=4, password_map_size=4)
+    assert m.password_plane is not None and all(f.spatial and f.hide.in_channels == 4 for f in m.fusion.values())
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    a = m.anonymize(x, seed=0)
+    assert a["images"].shape == (2, 3, 32, 32)
+    a["images"].square().mean().backward()
+    assert m.password_plane.linear.weight.grad is not None and m.password_plane.linear.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="password_map"):
+        tiny_model(32, password_map="diagonal")
+    assert tiny_model(32).password_plane is None  # the paper's tiled layout

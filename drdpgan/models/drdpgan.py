@@ -32,7 +32,7 @@ from .binary_code import BinaryCodeConfig, BinaryCodeDecoder, BinaryCodeMapping
 from .encoder import EncoderConfig, MultiScaleEncoder
 from .extractor import ExtractorConfig, PasswordExtractor
 from .fake_identity import FakeIdentityConfig, FakeIdentityGenerator
-from .fusion import AdaptiveMaskFusion
+from .fusion import AdaptiveMaskFusion, PasswordMap
 from .latent_mapper import LEVELS, LatentMapper, LatentMapperConfig, concat_features
 
 
@@ -47,7 +47,12 @@ class DRDPGANConfig:
     # paper. The keyed password (drdpgan.password) hides a longer carrier, nonce || AES-CTR(code) || tag ||
     # BCH parity, whose bits are uniformly random to anyone without the key.
     carrier_bits: int | None = None
-    payload_bch_t: int = 16  # a keyed model's BCH correction capacity (drdpgan.password.PayloadLayout.bch_t)
+    payload_bch_t: int = 16
+    # how the password enters E_Ste (drdpgan.models.fusion): "tiled" (the paper: the bit vector over H x W,
+    # conv1x1) or "spatial" (a linear map of the bits to a P x s x s plane, upsampled, conv1x1)
+    password_map: str = "tiled"
+    password_map_channels: int = 16
+    password_map_size: int = 8  # a keyed model's BCH correction capacity (drdpgan.password.PayloadLayout.bch_t)
     # Table 4 ablation switches (experiment 7 = all on)
     use_fid_control: bool = True
     use_3d_prior: bool = True
@@ -119,8 +124,15 @@ class DRDPGAN(nn.Module):
         self.encoder = MultiScaleEncoder(EncoderConfig(
             resolution=cfg.resolution, targets=inject, base_channels=cfg.encoder_base_channels,
             max_channels=cfg.encoder_max_channels)) if cfg.use_encoder_control else None
+        if cfg.password_map not in ("tiled", "spatial"):
+            raise ValueError(f"password_map must be 'tiled' or 'spatial', got {cfg.password_map!r}")
+        spatial = cfg.password_map == "spatial"
+        self.password_plane = PasswordMap(cfg.hidden_bits, cfg.password_map_channels, cfg.password_map_size) \
+            if spatial else None
         self.fusion = nn.ModuleDict({
-            str(r): AdaptiveMaskFusion(c, cfg.hidden_bits, use_encoder=cfg.use_encoder_control) for r, c in inject})
+            str(r): AdaptiveMaskFusion(c, cfg.hidden_bits, use_encoder=cfg.use_encoder_control,
+                                       map_channels=cfg.password_map_channels if spatial else None)
+            for r, c in inject})
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -168,9 +180,10 @@ class DRDPGAN(nn.Module):
         ws = self.mapper(f_concat, self.generator.w_avg)  # (B, num_ws, w_dim)
         feats = self.encoder(source) if self.encoder is not None else {}
         masks: dict[int, torch.Tensor] = {}
+        hidden = self.password_plane(password) if self.password_plane is not None else password
 
         def inject(_block: int, res: int, f_out: torch.Tensor) -> torch.Tensor:
-            f_in, m = self.fusion[str(res)](f_out, feats.get(res), password)
+            f_in, m = self.fusion[str(res)](f_out, feats.get(res), hidden)
             if m is not None:
                 masks[res] = m
             return f_in

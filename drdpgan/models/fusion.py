@@ -17,6 +17,11 @@ Reading choices (the extracted text is terse):
   Eq. 7 (the paper names both after the same operation).
 - Ablation "control part of E_G in the IMA" off (``use_encoder=False``): no encoder feature and
   no mask, ``F_in^i = F_out^i + conv1x1(Password)``.
+- Option (``DRDPGANConfig.password_map = "spatial"``, not the paper's): ``Password`` is first laid out
+  over the image plane by one linear layer, bits (B, l) -> a map (B, P, s, s) (:class:`PasswordMap`),
+  upsampled to each block's H x W; ``conv1x1`` then maps its P channels to C. A tiled vector gives each
+  block a spatially constant offset per channel, at most C numbers to carry l bits through the rest
+  of the generator; a map gives every position its own (as HiDDeN / StegaStamp lay out a message).
 """
 
 from __future__ import annotations
@@ -25,13 +30,29 @@ import torch
 from torch import nn
 
 
-class AdaptiveMaskFusion(nn.Module):
-    """One E_Ste block for ``channels`` feature channels and an ``code_bits``-bit password."""
+class PasswordMap(nn.Module):
+    """The ``"spatial"`` password layout: bits (B, l) in {0, 1} -> a map (B, P, s, s) (a linear layer)."""
 
-    def __init__(self, channels: int, code_bits: int, use_encoder: bool = True, mask_bias: float = 0.0):
+    def __init__(self, code_bits: int, channels: int = 16, size: int = 8):
+        super().__init__()
+        self.channels, self.size = channels, size
+        self.linear = nn.Linear(code_bits, channels * size * size)
+
+    def forward(self, password: torch.Tensor) -> torch.Tensor:
+        p = self.linear(password.float() * 2 - 1)
+        return p.view(-1, self.channels, self.size, self.size)
+
+
+class AdaptiveMaskFusion(nn.Module):
+    """One E_Ste block for ``channels`` feature channels and an ``code_bits``-bit password (or, with
+    ``map_channels``, a :class:`PasswordMap` of that many channels)."""
+
+    def __init__(self, channels: int, code_bits: int, use_encoder: bool = True, mask_bias: float = 0.0,
+                 map_channels: int | None = None):
         super().__init__()
         self.channels, self.code_bits, self.use_encoder = channels, code_bits, use_encoder
-        self.hide = nn.Conv2d(code_bits, channels, 1)  # conv1x1(Password)
+        self.spatial = map_channels is not None
+        self.hide = nn.Conv2d(map_channels if self.spatial else code_bits, channels, 1)  # conv1x1(Password)
         if use_encoder:
             self.mask = nn.Conv2d(3 * channels, channels, 1)  # Eq. 6
             nn.init.zeros_(self.mask.weight)
@@ -41,7 +62,9 @@ class AdaptiveMaskFusion(nn.Module):
         nn.init.zeros_(self.hide.bias)
 
     def password_map(self, password: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        """(B, l) bits in {0,1} -> F_hide (B, C, H, W)."""
+        """(B, l) bits in {0,1} (or a (B, P, s, s) password map) -> F_hide (B, C, H, W)."""
+        if self.spatial:
+            return self.hide(torch.nn.functional.interpolate(password, size=(height, width), mode="nearest"))
         p = (password.float() * 2 - 1)[:, :, None, None]  # (B, l, 1, 1), tiled by broadcasting
         return self.hide(p).expand(-1, -1, height, width)
 
