@@ -98,10 +98,17 @@ def generator_objective(model: DRDPGAN, C: nn.Module, critic: nn.Module, x: torc
     x_anon = a["images"]  # (B, 3, R, R)
     f_id, f_fake, bits = a["f_id"], a["f_fake"], a["password"]  # (B, D), (B, D), (B, l)
     hidden = a["carrier"]  # (B, n): the bits in the image (= bits in the paper's layout)
-    e_anon = model.identity_encoder(x_anon)  # (B, D), frozen weights, grads to x_anon
     # Eq. 13-14, after one of the configured sharing distortions (drdpgan.channel; none in the paper)
     shared, _ = distort(x_anon, tuple(getattr(cfg, "distortions", ())), make_generator(step_seed(cfg.seed, step, 4)))
     logits_bits = model.extractor(add_channel_noise(shared, sigma, g_noise))  # (B, l)
+    if step < getattr(cfg, "hiding_warmup_steps", 0):
+        # warm-up (StegaStamp): the hiding channel alone, Eq. 15, with the anonymized image kept near the input;
+        # no recovery pass and no judges, about half a full step
+        terms = {"ano_info": information_hiding_loss(logits_bits, hidden), "anon_pixel": (x_anon - x).abs().mean()}
+        return {"loss_G": w.info * terms["ano_info"] + cfg.w_anon_pixel * terms["anon_pixel"], "terms": terms,
+                "warmup": True, "x_anon": x_anon, "bits": bits, "carrier": hidden, "logits_bits": logits_bits,
+                "f_id": f_id, "f_fake": f_fake}
+    e_anon = model.identity_encoder(x_anon)  # (B, D), frozen weights, grads to x_anon
     ano = {
         "adv": adversarial_loss(C(x_anon)),  # Eq. 9
         "dic": discriminative_generator_loss(critic(x_anon)),  # Eq. 10, G side
@@ -134,8 +141,11 @@ def generator_objective(model: DRDPGAN, C: nn.Module, critic: nn.Module, x: torc
 def diagnostics(o: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Bit accuracy and identity cosines of a :func:`generator_objective` result."""
     f_id = o["f_id"]
+    bit_acc = ((o["logits_bits"] >= 0).float() == o.get("carrier", o["bits"]).round()).float().mean()
+    if o.get("warmup"):
+        return {"bit_acc": bit_acc, "cos_fake_real": _cos(o["f_fake"], f_id).mean()}
     return {
-        "bit_acc": ((o["logits_bits"] >= 0).float() == o.get("carrier", o["bits"]).round()).float().mean(),
+        "bit_acc": bit_acc,
         "cos_anon_real": _cos(o["e_anon"], f_id).mean(), "cos_anon_fake": _cos(o["e_anon"], o["f_fake"]).mean(),
         "cos_rec_real": _cos(o["e_rec"], f_id).mean(), "cos_fake_real": _cos(o["f_fake"], f_id).mean(),
         "cos_decoded_real": _cos(o["f_id_decoded"], f_id).mean(),

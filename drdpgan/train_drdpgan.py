@@ -151,6 +151,9 @@ class DRDPGANTrainConfig(DictConfig):
         judges; parameters, optimiser states and the R1 step stay fp32), as the StyleGAN2 trainer.
     distortions: what E_P reads through besides Eq. 13's noise, one drawn per step
         (:mod:`drdpgan.channel`: ``"none"``, ``"quantize"``, ``"jpeg"``, ``"resize"``); empty, the paper.
+    hiding_warmup_steps: the first that many steps train the hiding channel alone (StegaStamp's warm-up:
+        ``lambda_info * L_info + w_anon_pixel * L1(x_anon, x)``, no recovery pass, no judges; about half
+        a full step); 0, the paper (everything jointly from the start).
     critic_*: :class:`~drdpgan.models.critic.CriticConfig` sizes.
     stop_after / max_seconds: end *this call* after that many steps / seconds with a checkpoint
         (simulates a kill in tests; budgets long runs). Not part of the run's identity.
@@ -183,6 +186,7 @@ class DRDPGANTrainConfig(DictConfig):
     grad_clip: float | None = None
     precision: str = "fp32"
     distortions: tuple[str, ...] = ()
+    hiding_warmup_steps: int = 0
     critic_base_channels: int = 16
     critic_max_channels: int = 128
     critic_highpass: bool = True
@@ -312,8 +316,8 @@ def _train_step(model: DRDPGAN, C: nn.Module, critic: nn.Module, opts, x: torch.
     opt_G.step()
     out = {"loss_G": o["loss_G"], **o["terms"], **diagnostics(o)}
 
-    # ---------------- judges (on this step's images, detached)
-    if cfg.d_every > 0 and step % cfg.d_every == 0:
+    # ---------------- judges (on this step's images, detached; not during the hiding warm-up)
+    if cfg.d_every > 0 and step % cfg.d_every == 0 and not o.get("warmup"):
         C.requires_grad_(True)
         critic.requires_grad_(True)
         do_r1 = cfg.r1_every > 0 and gamma > 0 and step % cfg.r1_every == 0
@@ -463,7 +467,8 @@ def train_drdpgan(
                     run_evaluation()
                 pbar.update(1)
                 pbar.set_postfix(G=f"{last['loss_G']:.3f}", info=f"{last['ano_info']:.3f}",
-                                 id_a=f"{last['ano_id']:.3f}", id_r=f"{last['rec_id']:.3f}",
+                                 bits=f"{last['bit_acc']:.3f}", id_a=f"{last.get('ano_id', float('nan')):.3f}",
+                                 id_r=f"{last.get('rec_id', float('nan')):.3f}",
                                  C=f"{last.get('loss_C', float('nan')):.3f}",
                                  crit=f"{last.get('loss_critic', float('nan')):.3f}", refresh=False)
                 done_here = step - start_step

@@ -183,3 +183,15 @@ def test_evaluation_hook_writes_metrics_and_leaves_training_unchanged(tmp_path, 
     assert not (tmp_path / "b" / "metrics.csv").exists()
     sa, sb = a.state_dict(), b.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_hiding_warmup_trains_only_the_hiding_channel_then_everything(tmp_path, data):
+    """hiding_warmup_steps=2 of 3: steps 1-2 log only the hiding terms and leave the judges untouched;
+    step 3 is a full step."""
+    m = tiny_model()
+    res = train_drdpgan(m, data, tiny_cfg(steps=3, hiding_warmup_steps=2, r1_every=0), tmp_path, progress=False)
+    df = pd.read_csv(tmp_path / "losses.csv")
+    assert df.loc[:1, ["ano_info", "anon_pixel", "bit_acc"]].notna().all().all()
+    assert df.loc[:1, ["rec_id", "rec_pixel", "ano_adv", "loss_C", "loss_critic"]].isna().all().all()
+    assert df.loc[2, ["rec_id", "rec_pixel", "ano_adv", "loss_C", "loss_critic"]].notna().all()
+    assert res["step"] == 3
