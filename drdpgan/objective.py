@@ -99,7 +99,8 @@ def generator_objective(model: DRDPGAN, C: nn.Module, critic: nn.Module, x: torc
     f_id, f_fake, bits = a["f_id"], a["f_fake"], a["password"]  # (B, D), (B, D), (B, l)
     hidden = a["carrier"]  # (B, n): the bits in the image (= bits in the paper's layout)
     # Eq. 13-14, after one of the configured sharing distortions (drdpgan.channel; none in the paper)
-    shared, _ = distort(x_anon, tuple(getattr(cfg, "distortions", ())), make_generator(step_seed(cfg.seed, step, 4)))
+    names = tuple(getattr(cfg, "distortions", ())) if step >= getattr(cfg, "distortions_from", 0) else ()
+    shared, _ = distort(x_anon, names, make_generator(step_seed(cfg.seed, step, 4)))
     logits_bits = model.extractor(add_channel_noise(shared, sigma, g_noise))  # (B, l)
     if step < getattr(cfg, "hiding_warmup_steps", 0):
         # warm-up (StegaStamp): the hiding channel alone, Eq. 15, with the anonymized image kept near the input;

@@ -150,7 +150,8 @@ class DRDPGANTrainConfig(DictConfig):
     precision: ``"fp32"`` or ``"bf16"`` (autocast of every forward pass of the generator side and the
         judges; parameters, optimiser states and the R1 step stay fp32), as the StyleGAN2 trainer.
     distortions: what E_P reads through besides Eq. 13's noise, one drawn per step
-        (:mod:`drdpgan.channel`: ``"none"``, ``"quantize"``, ``"jpeg"``, ``"resize"``); empty, the paper.
+        (:mod:`drdpgan.channel`: ``"none"``, ``"quantize"``, ``"jpeg"``, ``"resize"``) from step
+        ``distortions_from`` on; empty, the paper.
     hiding_warmup_steps: the first that many steps train the hiding channel alone (StegaStamp's warm-up:
         ``lambda_info * L_info + w_anon_pixel * L1(x_anon, x)``, no recovery pass, no judges; about half
         a full step); 0, the paper (everything jointly from the start).
@@ -186,6 +187,7 @@ class DRDPGANTrainConfig(DictConfig):
     grad_clip: float | None = None
     precision: str = "fp32"
     distortions: tuple[str, ...] = ()
+    distortions_from: int = 0
     hiding_warmup_steps: int = 0
     critic_base_channels: int = 16
     critic_max_channels: int = 128
