@@ -16,6 +16,12 @@ Recover (t = 0)::
     F_emo, F_pos  = 3D prior(x_anon)
     x_rec         = G(E_MLP(Concat(F_id_hat, F_emo, F_pos)); E_Ste(E_G(x_anon), bits))
 
+Keyed layout (``carrier_bits`` set; a departure, :mod:`drdpgan.password`): the image carries a sealed
+carrier ``C = seal(Password, key)`` instead of ``Password``: ``x_anon = G(W+; E_Ste(E_G(x), C))``,
+``bits = E_P(x_anon)``, ``Password = open(bits, key)`` (outside the network), and recovery uses
+``decode(Password)`` for the identity and ``bits`` in E_Ste. ``password_map="spatial"`` lays the hidden
+bits out as a plane before E_Ste's conv1x1 (:class:`~drdpgan.models.fusion.PasswordMap`).
+
 The three ablation switches of Table 4 are fields of :class:`DRDPGANConfig`:
 ``use_fid_control`` (Alg. 1's guidance by F_id), ``use_3d_prior`` (3DPC) and
 ``use_encoder_control`` (E_G and the mask in E_Ste).
