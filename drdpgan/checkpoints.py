@@ -158,10 +158,43 @@ def _build_drdpgan(payload: dict[str, Any], path: Path) -> torch.nn.Module:
                    built["identity_encoder"], built["prior3d"])
 
 
+def _fill_referenced_parts(payload: dict[str, Any], path: Path) -> None:
+    """A shipped DR-DPGAN file may leave out its frozen networks and name the shipped files they equal
+    (``payload["referenced_parts"]``: attribute -> ``{"profile", "network", "sha256"}``); put their weights
+    back from those files, whose sha256 must still be the one recorded."""
+    from . import shipped
+
+    for attr, ref in (payload.get("referenced_parts") or {}).items():
+        try:
+            part, info = shipped.load(ref["profile"], ref["network"])
+        except (FileNotFoundError, CheckpointError) as e:
+            raise CheckpointError(f"{path}: its {attr} is the shipped {ref['profile']}/{ref['network']}, which "
+                                  f"cannot be loaded ({e})") from e
+        if info["manifest"]["sha256"] != ref["sha256"]:
+            raise CheckpointError(f"{path}: its {attr} was the shipped {ref['profile']}/{ref['network']} with sha256 "
+                                  f"{ref['sha256'][:12]}..., the shipped file is now {info['manifest']['sha256'][:12]}...")
+        payload["state_dict"].update({f"{attr}.{k}": v for k, v in part.state_dict().items()})
+
+
+def strip_referenced_parts(payload: dict[str, Any], refs: dict[str, tuple[torch.nn.Module, dict[str, Any]]]) -> None:
+    """Drop the weights of DR-DPGAN parts that equal shipped networks (``refs``: attribute -> (that network
+    as loaded, its reference ``{"profile", "network", "sha256"}``)) and record the reference instead.
+    Refuses when a part's weights differ from the network it names."""
+    for attr, (net, ref) in refs.items():
+        own = {k[len(attr) + 1:]: v for k, v in payload["state_dict"].items() if k.startswith(attr + ".")}
+        theirs = net.state_dict()
+        if set(own) != set(theirs) or any(not torch.equal(own[k].float(), theirs[k].float()) for k in own):
+            raise CheckpointError(f"the DR-DPGAN's {attr} differs from the shipped {ref['profile']}/{ref['network']}")
+        for k in own:
+            del payload["state_dict"][f"{attr}.{k}"]
+        payload.setdefault("referenced_parts", {})[attr] = dict(ref)
+
+
 def load_model(path: str | Path, eval_mode: bool = True) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild the network stored at ``path``; returns ``(model, info)`` with info = config, metrics, extra."""
     payload = read_checkpoint(path)
     if payload["kind"] == DRDPGAN_KIND:
+        _fill_referenced_parts(payload, Path(path))
         model = _build_drdpgan(payload, Path(path))
     else:
         model_spec, cfg_spec = MODEL_KINDS[payload["kind"]]

@@ -493,6 +493,10 @@ def check_metric(network: str, model, data) -> tuple[str, float]:
         reals = data.image_tensor()
         return "stylegan2.check_frechet_pixel8", float(frechet_distance(pixel_features(reals).numpy(),
                                                                         pixel_features(fakes).numpy()))
+    if network == "drdpgan":
+        from .pretrain_drdpgan import quick_metrics
+
+        return "drdpgan.check_rec_psnr_oracle", quick_metrics(model, data.image_tensor()[:128])["rec_psnr_oracle"]
     raise ValueError(f"unknown network {network!r}")
 
 
@@ -517,6 +521,10 @@ def measure(network: str, profile: str, model, progress: bool = False) -> dict[s
                 "prior3d.r2_expression_each": r2["expression"], "prior3d.r2_pose_each": r2["pose"]}
     if network == "stylegan2":
         return measure_stylegan2(model, profile, progress)
+    if network == "drdpgan":
+        from .pretrain_drdpgan import measure_drdpgan
+
+        return measure_drdpgan(model, profile, progress=progress)
     raise ValueError(f"unknown network {network!r}")
 
 
@@ -551,7 +559,7 @@ def measure_stylegan2(G, profile: str, progress: bool = False, n: int = REALISM_
 #: 4e-6 per swapped pair, so 1e-4 allows 25 swaps); the cpu 3D prior's pose R^2 0.96941638 vs
 #: 0.96941636 (2e-8 apart; 1e-5 leaves room for other CPUs' float32 kernels). StyleGAN2's value is a
 #: placeholder until its first export measures its spread the same way.
-CHECK_TOLERANCE = {"identity": 1e-4, "evaluator": 1e-4, "prior3d": 1e-5, "stylegan2": 1e-2}
+CHECK_TOLERANCE = {"identity": 1e-4, "evaluator": 1e-4, "prior3d": 1e-5, "stylegan2": 1e-2, "drdpgan": 1e-2}
 
 
 def export_network(network: str, profile: str, dtype: str = "float16") -> dict[str, Any]:
@@ -580,9 +588,17 @@ def export_network(network: str, profile: str, dtype: str = "float16") -> dict[s
              "eval_set": "drdpgan.pretrain.check_set: 50 held-out world identities x 10 faces"}
     logs = [folder / name for name in ("losses.csv", "metrics.csv") if (folder / name).is_file()]
     logs += sorted((folder / "samples").glob("step_*.png"))[-1:]  # the last sample grid
-    logs += sorted((folder / "state").glob("*_history.json"))
+    logs += sorted((folder / "state").glob("*_history.json")) + sorted(folder.glob("code_history.json"))
+    refs = None
+    if network == "drdpgan":  # the frozen priors are the shipped ones: name them instead of storing them again
+        from . import shipped
+
+        refs = {}
+        for attr, net in (("identity_encoder", "identity"), ("prior3d", "prior3d")):
+            part, part_info = shipped.load(profile, net)
+            refs[attr] = (part, {"profile": profile, "network": net, "sha256": part_info["manifest"]["sha256"]})
     return export(profile, network, ck, folder, metrics, metrics_stored, check, dtype=dtype, extra=train_info, logs=logs,
-                  provenance=attest_provenance(read_provenance(folder)))
+                  provenance=attest_provenance(read_provenance(folder)), referenced_parts=refs)
 
 
 def status(profile: str) -> dict[str, Any]:

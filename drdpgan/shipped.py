@@ -100,14 +100,15 @@ def read_provenance(folder: Path) -> list[dict[str, Any]]:
 def export(profile: str, network: str, checkpoint: str | Path, folder: str | Path, metrics: dict[str, Any],
            metrics_stored: dict[str, Any], check: dict[str, Any], dtype: str = "float16",
            extra: dict[str, Any] | None = None, logs: list[Path] | None = None,
-           provenance: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+           provenance: list[dict[str, Any]] | None = None, referenced_parts: dict | None = None) -> dict[str, Any]:
     """Write ``weights/<profile>/<network>.pt`` from a pretraining checkpoint and its manifest entry.
 
     ``folder`` is the pretraining work folder (its ``provenance.jsonl`` goes into the manifest; a
     record with uncommitted code is refused). ``metrics`` were measured on the fp32 weights,
     ``metrics_stored`` on the stored ``dtype`` weights; ``check`` is the small re-measurement the
     tests repeat. ``provenance`` replaces the folder's records (for records tied to a commit by
-    :func:`drdpgan.pretrain.attest_provenance`)."""
+    :func:`drdpgan.pretrain.attest_provenance`). ``referenced_parts`` (a DR-DPGAN's frozen parts that
+    equal shipped networks, :func:`drdpgan.checkpoints.strip_referenced_parts`) are left out of the file."""
     from .checkpoints import read_checkpoint
     from .repro import atomic_torch_save, atomic_write_bytes, atomic_write_json
 
@@ -118,6 +119,10 @@ def export(profile: str, network: str, checkpoint: str | Path, folder: str | Pat
         raise ValueError(f"{folder}/provenance.jsonl: {len(dirty)} start(s) ran with uncommitted or unknown code "
                          f"(first: {dirty[0].get('time')}); a shipped file must come from committed code")
     payload = read_checkpoint(checkpoint)
+    if referenced_parts:
+        from .checkpoints import strip_referenced_parts
+
+        strip_referenced_parts(payload, referenced_parts)
     if dtype == "float16":
         payload["state_dict"] = half_state_dict(payload["state_dict"])
     elif dtype != "float32":
