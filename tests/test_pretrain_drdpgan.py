@@ -105,3 +105,21 @@ def test_attribute_preservation_against_the_worlds_ground_truth():
     assert same["anon.background_psnr"] > 90 and 0.2 < same["anon.background_fraction"] < 0.95
     noise = attribute_preservation(model, faces, idx, torch.rand(12, 3, RES, RES) * 2 - 1)
     assert noise["anon.background_psnr"] < 12
+
+
+def test_every_key_the_measurement_reports_is_documented(monkeypatch):
+    """measure_drdpgan's numeric keys go to metrics.json one day: each must be in results.METRIC_KEYS."""
+    from drdpgan import pretrain_drdpgan as P, stages
+    from drdpgan.results import documented_key
+    from toys import ToyCircles
+
+    m = keyed_toy()
+    monkeypatch.setattr(stages, "face_data", lambda *a, **k: {"heldout": ToyCircles(n=8, resolution=RES, seed=2)})
+    monkeypatch.setattr(stages, "notebook_params", lambda *a, **k: {})
+    monkeypatch.setattr(P, "pretrained_network", lambda profile, net: (m.identity_encoder, {"init": "toy"}))
+    out = P.measure_drdpgan(m, "toy", n=8, realism_n=0)
+    numeric = [k for k, v in out.items() if isinstance(v, float) and not k.startswith("measure.")]
+    assert numeric and [k for k in numeric if documented_key(k) is None] == []
+    rob = P.password_robustness(m, torch.rand(4, 3, RES, RES) * 2 - 1, torch.zeros(4, 256), torch.zeros(4, 24),
+                                jpeg_qualities=(90,), resize_factors=(0.5,))
+    assert rob["distortion"].tolist() == ["png", "jpeg", "resize"] and rob["exact_rate"].between(0, 1).all()
