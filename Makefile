@@ -29,11 +29,12 @@ reproduce: $(STAMP)
 	$(PY) -m drdpgan.bench drdpgan --profile $(PROFILE) --sizes 64 128 --batches 1 32
 
 
-# The priors of a profile, each to its recipe (drdpgan/pretrain.py), in a resumable folder under
+# The priors of a profile, then DR-DPGAN from them, each to its recipe (drdpgan/pretrain.py,
+# drdpgan/pretrain_drdpgan.py), in a resumable folder under
 # artifacts/pretrain/<profile>/; `python -m drdpgan.pretrain export --network N` ships a finished one.
 THREADS ?= 0
 pretrain: $(STAMP)
-	for net in identity prior3d evaluator stylegan2; do \
+	for net in identity prior3d evaluator stylegan2 drdpgan; do \
 		$(PY) -m drdpgan.pretrain $$net --profile $(PROFILE) --threads $(THREADS) || exit 1; done
 	$(PY) -m drdpgan.pretrain status --profile $(PROFILE)
 

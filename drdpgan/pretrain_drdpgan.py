@@ -62,7 +62,8 @@ def _recipes() -> dict[str, dict[str, Any]]:
                                     eval_every=250),
         "init_seed": 0,  # the fresh components' initialisation
     }
-    return {"cpu": cpu}
+    # lfw: the same recipe on the LFW training crops, around the lfw priors (not run yet)
+    return {"cpu": cpu, "lfw": dict(cpu)}
 
 
 DRDPGAN_RECIPES = _recipes()
