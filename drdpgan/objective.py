@@ -102,11 +102,13 @@ def generator_objective(model: DRDPGAN, C: nn.Module, critic: nn.Module, x: torc
     names = tuple(getattr(cfg, "distortions", ())) if step >= getattr(cfg, "distortions_from", 0) else ()
     shared, _ = distort(x_anon, names, make_generator(step_seed(cfg.seed, step, 4)))
     logits_bits = model.extractor(add_channel_noise(shared, sigma, g_noise))  # (B, l)
-    if step < getattr(cfg, "hiding_warmup_steps", 0):
-        # warm-up (StegaStamp): the hiding channel alone, Eq. 15, with the anonymized image kept near the input;
-        # no recovery pass and no judges, about half a full step
+    warm = getattr(cfg, "hiding_warmup_steps", 0)
+    if step < warm:
+        # warm-up (StegaStamp): the hiding channel alone, Eq. 15, for the first half; then the anonymization L1
+        # ramped in linearly to its weight; no recovery pass and no judges, about half a full step
+        ramp = min(1.0, max(0.0, (step - warm / 2) / (warm / 2)))
         terms = {"ano_info": information_hiding_loss(logits_bits, hidden), "anon_pixel": (x_anon - x).abs().mean()}
-        return {"loss_G": w.info * terms["ano_info"] + cfg.w_anon_pixel * terms["anon_pixel"], "terms": terms,
+        return {"loss_G": w.info * terms["ano_info"] + ramp * cfg.w_anon_pixel * terms["anon_pixel"], "terms": terms,
                 "warmup": True, "x_anon": x_anon, "bits": bits, "carrier": hidden, "logits_bits": logits_bits,
                 "f_id": f_id, "f_fake": f_fake}
     e_anon = model.identity_encoder(x_anon)  # (B, D), frozen weights, grads to x_anon

@@ -196,3 +196,5 @@ def test_hiding_warmup_trains_only_the_hiding_channel_then_everything(tmp_path, 
     assert df.loc[:1, ["rec_id", "rec_pixel", "ano_adv", "loss_C", "loss_critic"]].isna().all().all()
     assert df.loc[2, ["rec_id", "rec_pixel", "ano_adv", "loss_C", "loss_critic"]].notna().all()
     assert res["step"] == 3
+    # the first half of the warm-up is the hiding loss alone (lambda_info = 5), the L1 only logged
+    assert df.loc[:1, "loss_G"].tolist() == pytest.approx((5 * df.loc[:1, "ano_info"]).tolist(), rel=1e-5)
