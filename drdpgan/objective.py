@@ -98,11 +98,13 @@ def generator_objective(model: DRDPGAN, C: nn.Module, critic: nn.Module, x: torc
     x_anon = a["images"]  # (B, 3, R, R)
     f_id, f_fake, bits = a["f_id"], a["f_fake"], a["password"]  # (B, D), (B, D), (B, l)
     hidden = a["carrier"]  # (B, n): the bits in the image (= bits in the paper's layout)
+    warm = getattr(cfg, "hiding_warmup_steps", 0)
+    if step >= warm:  # (before E_P, as always: the order of the backward passes fixes the float sums)
+        e_anon = model.identity_encoder(x_anon)  # (B, D), frozen weights, grads to x_anon
     # Eq. 13-14, after one of the configured sharing distortions (drdpgan.channel; none in the paper)
     names = tuple(getattr(cfg, "distortions", ())) if step >= getattr(cfg, "distortions_from", 0) else ()
     shared, _ = distort(x_anon, names, make_generator(step_seed(cfg.seed, step, 4)))
     logits_bits = model.extractor(add_channel_noise(shared, sigma, g_noise))  # (B, l)
-    warm = getattr(cfg, "hiding_warmup_steps", 0)
     if step < warm:
         # warm-up (StegaStamp): the hiding channel alone, Eq. 15, for the first half; then the anonymization L1
         # ramped in linearly to its weight; no recovery pass and no judges, about half a full step
@@ -111,7 +113,6 @@ def generator_objective(model: DRDPGAN, C: nn.Module, critic: nn.Module, x: torc
         return {"loss_G": w.info * terms["ano_info"] + ramp * cfg.w_anon_pixel * terms["anon_pixel"], "terms": terms,
                 "warmup": True, "x_anon": x_anon, "bits": bits, "carrier": hidden, "logits_bits": logits_bits,
                 "f_id": f_id, "f_fake": f_fake}
-    e_anon = model.identity_encoder(x_anon)  # (B, D), frozen weights, grads to x_anon
     ano = {
         "adv": adversarial_loss(C(x_anon)),  # Eq. 9
         "dic": discriminative_generator_loss(critic(x_anon)),  # Eq. 10, G side
