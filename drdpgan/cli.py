@@ -223,14 +223,12 @@ def check_key(model, key) -> None:
 
 def seal_carrier(model, x: torch.Tensor, key) -> torch.Tensor | None:
     """The bits a keyed model hides for the faces ``x`` (B,3,R,R): each identity code sealed with ``key``
-    and a fresh random nonce (:func:`drdpgan.password.seal`); None for the paper's layout."""
-    from .password import seal
+    and a fresh random nonce (:func:`drdpgan.password.seal_batch`); None for the paper's layout."""
+    from .password import seal_batch
 
     if not model.cfg.keyed:
         return None
-    layout = model.cfg.payload_layout()
-    codes = model.password(model.identity(x))  # (B, code_bits) in {0, 1}
-    return torch.tensor(np.stack([seal(c.numpy(), key, layout) for c in codes]), dtype=torch.float32)
+    return seal_batch(model.password(model.identity(x)), key, model.cfg.payload_layout())  # (B, hidden_bits)
 
 
 def open_carrier(model, bits: torch.Tensor, key, render_wrong_key: bool = False) -> tuple[torch.Tensor, list[str]]:

@@ -182,19 +182,9 @@ def short_training(
 
 def render_ws(model: DRDPGAN, ws: torch.Tensor, source: torch.Tensor, password: torch.Tensor) -> dict:
     """A generator pass with the given W+ codes ``ws`` (B, num_ws, w_dim) and E_Ste fusion of
-    ``E_G(source)`` and ``password`` at every block (Eq. 6-8): what :meth:`DRDPGAN.synthesize`
-    does after E_MLP. Returns ``{"images", "masks"}``."""
-    feats = model.encoder(source) if model.encoder is not None else {}
-    masks: dict[int, torch.Tensor] = {}
-
-    def inject(_block: int, res: int, f_out: torch.Tensor) -> torch.Tensor:
-        f_in, m = model.fusion[str(res)](f_out, feats.get(res), password)
-        if m is not None:
-            masks[res] = m
-        return f_in
-
-    img = model.generator.synthesis(ws, noise_mode=model.cfg.noise_mode, inject=inject)
-    return {"images": img, "masks": masks}
+    ``E_G(source)`` and ``password`` at every block (Eq. 6-8): :meth:`DRDPGAN.render`, what
+    :meth:`DRDPGAN.synthesize` does after E_MLP. Returns ``{"images", "masks"}``."""
+    return model.render(ws, source, password)
 
 
 def swap_level(model: DRDPGAN, out: dict, donor_ws: torch.Tensor, level: str, source: torch.Tensor) -> torch.Tensor:

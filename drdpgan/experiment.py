@@ -39,6 +39,7 @@ __all__ = [
     "train_config",
     "trained_drdpgan",
     "pretrained_code",
+    "fit_code",
 ]
 
 
@@ -82,7 +83,7 @@ def pretrained_code(profile: str, p: Mapping[str, Any], model_cfg, progress: boo
     (``code.pt``, ``code_history.json``); shared by every model with the same code settings and
     seed (e.g. the Table 4 experiments, whose switches do not touch the code)."""
     from . import stages
-    from .hiding import CodeTrainConfig, train_binary_code
+    from .hiding import CodeTrainConfig
     from .models.binary_code import BinaryCodeConfig
 
     seed = int(p["seed"])
@@ -94,12 +95,22 @@ def pretrained_code(profile: str, p: Mapping[str, Any], model_cfg, progress: boo
     def build(d: Path) -> None:
         enc, _ = stages.identity_encoder(profile, progress=False)
         data = stages.face_data(stages.notebook_params("01_data", profile), progress)
-        mapping, decoder, hist = train_binary_code(_embed(enc, data["train"]), bcfg, tcfg,
-                                                   f_eval=_embed(enc, data["heldout"]), progress=progress)
-        atomic_torch_save({"mapping": mapping.state_dict(), "decoder": decoder.state_dict()}, d / "code.pt")
-        (d / "code_history.json").write_text(json.dumps({"eval": hist["eval"], "time_s": hist["time_s"]}))
+        fit_code(enc, data["train"], data["heldout"], bcfg, tcfg, d, progress)
 
     return ArtifactCache(profile).get("drdpgan-code", key, build)
+
+
+def fit_code(encoder, train, heldout, bcfg, tcfg, out_dir: Path, progress: bool = True) -> None:
+    """Train the binary code mapping and its decoder on ``encoder``'s embeddings of the ``train`` faces
+    (:func:`drdpgan.hiding.train_binary_code`, measured on ``heldout``); write ``out_dir/code.pt``
+    (``{"mapping", "decoder"}`` state dicts) and ``out_dir/code_history.json``."""
+    from .hiding import train_binary_code
+    from .repro import atomic_write_json
+
+    mapping, decoder, hist = train_binary_code(_embed(encoder, train), bcfg, tcfg, f_eval=_embed(encoder, heldout),
+                                               progress=progress)
+    atomic_write_json(out_dir / "code_history.json", {"eval": hist["eval"], "time_s": hist["time_s"]})
+    atomic_torch_save({"mapping": mapping.state_dict(), "decoder": decoder.state_dict()}, out_dir / "code.pt")
 
 
 def trained_drdpgan(profile: str, progress: bool = True, params: Mapping[str, Any] | None = None,

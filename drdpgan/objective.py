@@ -98,11 +98,11 @@ def generator_objective(model: DRDPGAN, C: nn.Module, critic: nn.Module, x: torc
     x_anon = a["images"]  # (B, 3, R, R)
     f_id, f_fake, bits = a["f_id"], a["f_fake"], a["password"]  # (B, D), (B, D), (B, l)
     hidden = a["carrier"]  # (B, n): the bits in the image (= bits in the paper's layout)
-    warm = getattr(cfg, "hiding_warmup_steps", 0)
+    warm = cfg.hiding_warmup_steps
     if step >= warm:  # (before E_P, as always: the order of the backward passes fixes the float sums)
         e_anon = model.identity_encoder(x_anon)  # (B, D), frozen weights, grads to x_anon
     # Eq. 13-14, after one of the configured sharing distortions (drdpgan.channel; none in the paper)
-    names = tuple(getattr(cfg, "distortions", ())) if step >= getattr(cfg, "distortions_from", 0) else ()
+    names = tuple(cfg.distortions) if step >= cfg.distortions_from else ()
     shared, _ = distort(x_anon, names, make_generator(step_seed(cfg.seed, step, 4)))
     logits_bits = model.extractor(add_channel_noise(shared, sigma, g_noise))  # (B, l)
     if step < warm:

@@ -40,7 +40,7 @@ import numpy as np
 
 __all__ = ["PasswordError", "PayloadLayout", "Key", "generate_key", "write_key_file", "read_key_file",
            "key_from_passphrase", "seal", "open_payload", "bits_to_bytes", "bytes_to_bits",
-           "failure_probability", "KEY_FILE_HEADER", "PASSPHRASE_SALT"]
+           "failure_probability", "seal_batch", "open_batch", "KEY_FILE_HEADER", "PASSPHRASE_SALT"]
 
 KEY_FILE_HEADER = "drdpgan-key-v1"
 PASSPHRASE_SALT = b"drdpgan-password-v1"
@@ -291,3 +291,36 @@ def open_payload(payload_bits, key: Key, layout: PayloadLayout = PayloadLayout()
         raise PasswordError("wrong_key", "the password does not open with this key (another key, or the image "
                             "was tampered with)")
     return bytes_to_bits(_keystream_xor(key, nonce, ciphertext)), int(n_err)
+
+
+# --------------------------------------------------------------------------- batches of codes
+
+
+def seal_batch(codes, key: Key, layout: PayloadLayout, rng: np.random.Generator | None = None):
+    """Each row of ``codes`` (B, K) in {0, 1} sealed with :func:`seal` -> payloads (B, carrier_bits) float32
+    tensor. Nonces are fresh random bytes, or drawn from ``rng`` for reproducible measurements."""
+    import torch
+
+    nb = layout.nonce_bits // 8
+    rows = [seal(np.asarray(c).astype(np.uint8), key, layout, nonce=None if rng is None else rng.bytes(nb))
+            for c in torch.as_tensor(codes).cpu().numpy()]
+    return torch.tensor(np.stack(rows), dtype=torch.float32)
+
+
+def open_batch(payloads, key: Key, layout: PayloadLayout, code_bits: int, verify: bool = True):
+    """Each row of ``payloads`` (B, carrier_bits) opened with :func:`open_payload` and cut to ``code_bits``:
+    ``(codes, outcomes, corrected)``: the code as a float32 tensor or None, ``"ok"`` / ``"unreadable"`` /
+    ``"wrong_key"``, and the bits BCH corrected (None when it did not open)."""
+    import torch
+
+    codes, outcomes, corrected = [], [], []
+    for b in torch.as_tensor(payloads).cpu().numpy():
+        try:
+            code, n = open_payload(b.astype(np.uint8), key, layout, verify=verify)
+        except PasswordError as e:
+            codes.append(None), outcomes.append(e.reason), corrected.append(None)
+            continue
+        codes.append(torch.tensor(code[:code_bits], dtype=torch.float32))
+        outcomes.append("ok")
+        corrected.append(n)
+    return codes, outcomes, corrected

@@ -33,11 +33,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .password import Key, PayloadLayout
+from .password import Key
 from .pretrain import pretrained_network, record_provenance, work_dir
 
 __all__ = ["DRDPGAN_RECIPES", "EVAL_KEY", "build_model", "pretrain_drdpgan", "quick_metrics", "measure_drdpgan",
-           "layout_of"]
+           "password_robustness", "attribute_preservation", "anonymized_realism"]
 
 #: A public, fixed key for measurements (never for protecting photos: it is in the source code).
 EVAL_KEY = Key(sha256(b"drdpgan public evaluation key (not secret)").digest())
@@ -70,11 +70,6 @@ def _recipes() -> dict[str, dict[str, Any]]:
 DRDPGAN_RECIPES = _recipes()
 
 
-def layout_of(model) -> PayloadLayout | None:
-    """The payload layout a keyed model seals with (None: the paper's layout, no key)."""
-    return model.cfg.payload_layout()
-
-
 def build_model(profile: str, progress: bool = True):
     """``(model, records)``: a fresh DR-DPGAN of the recipe around the profile's pretrained priors."""
     from .models.drdpgan import assemble
@@ -101,22 +96,15 @@ def _faces(profile: str, progress: bool):
 
 
 def _code_stage(model, profile: str, train, heldout, out: Path, progress: bool) -> dict[str, Any]:
-    """Stage 1, cached in ``out/code.pt``: train the binary code mapping and decoder on ``F_id``."""
-    from .evaluate import _embed_all
-    from .hiding import train_binary_code
-    from .repro import atomic_torch_save, atomic_write_json
-    from .stages import images_of
+    """Stage 1, cached in ``out/code.pt``: the binary code mapping and decoder trained on ``F_id``
+    (:func:`drdpgan.experiment.fit_code`, as notebook 09's stage 1) and loaded into ``model``."""
+    from .experiment import fit_code
 
     path = out / "code.pt"
     if not path.is_file():
-        tcfg = DRDPGAN_RECIPES[profile]["code"]
-        f_train = _embed_all(model.identity_encoder, images_of(train), batch_size=256)
-        f_eval = _embed_all(model.identity_encoder, images_of(heldout), batch_size=256)
-        mapping, decoder, hist = train_binary_code(f_train, model.binary_code.cfg, tcfg, f_eval=f_eval,
-                                                   progress=progress)
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "code_history.json", {"eval": hist["eval"], "time_s": hist["time_s"]})
-        atomic_torch_save({"mapping": mapping.state_dict(), "decoder": decoder.state_dict()}, path)
+        fit_code(model.identity_encoder, train, heldout, model.binary_code.cfg, DRDPGAN_RECIPES[profile]["code"],
+                 out, progress)
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.binary_code.load_state_dict(state["mapping"])
     model.decoder.load_state_dict(state["decoder"])
@@ -124,9 +112,10 @@ def _code_stage(model, profile: str, train, heldout, out: Path, progress: bool) 
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR (dB) of images in [-1, 1] mapped to [0, 1]."""
-    mse = (((a.float() - b.float()) / 2) ** 2).flatten(1).mean(1)
-    return 10 * torch.log10(1 / mse.clamp_min(1e-10))
+    """Per-image PSNR (dB), as Table 2 measures it (:func:`drdpgan.evaluate.psnr`)."""
+    from .evaluate import psnr
+
+    return psnr(a.cpu(), b.cpu(), reduction="none")
 
 
 @torch.no_grad()
@@ -166,16 +155,17 @@ def quick_metrics(model, images: torch.Tensor, seed: int = 0) -> dict[str, float
             "rec_cos": m["rc"], "anon_psnr": m["ap"]}
 
 
-def _heldout_indices(heldout, n: int, seed: int = 5) -> list[int]:
+def _sample_indices(dataset, n: int, seed: int = 5) -> list[int]:
+    """``n`` indices of ``dataset`` in a fixed random order (all of them when it is smaller)."""
     from .repro import make_generator
 
-    return torch.randperm(len(heldout), generator=make_generator(seed))[:n].tolist()
+    return torch.randperm(len(dataset), generator=make_generator(seed))[:n].tolist()
 
 
-def _heldout_sample(heldout, n: int, seed: int = 5) -> torch.Tensor:
+def _sample(dataset, n: int, seed: int = 5) -> torch.Tensor:
     from .stages import images_of
 
-    return images_of(heldout, _heldout_indices(heldout, n, seed))
+    return images_of(dataset, _sample_indices(dataset, n, seed))
 
 
 @torch.no_grad()
@@ -210,22 +200,19 @@ def attribute_preservation(model, heldout, idx: list[int], anonymized: torch.Ten
 
 
 @torch.no_grad()
-def anonymized_realism(model, profile: str, n: int = 2048, progress: bool = False) -> dict[str, float]:
+def anonymized_realism(model, faces: dict, evaluator, n: int = 2048) -> dict[str, float]:
     """``anon.fd_ratio`` and ``anon.face_detect_rate``, defined as for the generator
     (:func:`drdpgan.realism.generator_realism`): evaluator-feature Frechet distance of ``n`` anonymized
     held-out faces to the held-out real faces over training vs held-out real faces; MTCNN detection
-    rate beside ``data.face_detect_rate``."""
-    from . import stages
+    rate beside ``data.face_detect_rate``. ``faces``: the profile's ``{"train", "heldout"}`` datasets."""
     from .realism import face_detect_rate, fd_ratio
     from .repro import make_generator
 
-    faces = stages.face_data(stages.notebook_params("01_data", profile), progress)
-    real_held = _heldout_sample(faces["heldout"], n, seed=2)
-    real_train = _heldout_sample(faces["train"], n, seed=1)
+    real_held = _sample(faces["heldout"], n, seed=2)
+    real_train = _sample(faces["train"], n, seed=1)
     gen = make_generator(3)
     anon = torch.cat([_anonymize_sealed(model, real_held[s:s + 64].float(), gen)[0]
                       for s in range(0, len(real_held), 64)])
-    evaluator, _ = pretrained_network(profile, "evaluator")
     fd = fd_ratio(evaluator, anon, real_train, real_held)
     return {"anon.fd_ratio": fd["fd_ratio"], "anon.fd_n": fd["n"],
             "anon.face_detect_rate": face_detect_rate(anon)["rate"],
@@ -234,15 +221,13 @@ def anonymized_realism(model, profile: str, n: int = 2048, progress: bool = Fals
 
 def _anonymize_sealed(model, x: torch.Tensor, gen, rng=None, seed: int | None = None):
     """``(x_anon saved as 8-bit, carrier, code, f_id)``; a keyed model's code sealed with :data:`EVAL_KEY`."""
-    from .password import seal
+    from .password import seal_batch
     from .protocol import as_saved_image
 
-    rng = rng or np.random.default_rng(0)
     code = model.password(model.identity(x))  # (B, code_bits)
-    layout, carrier = layout_of(model), None
+    layout, carrier = model.cfg.payload_layout(), None
     if layout is not None:
-        carrier = torch.tensor(np.stack([seal(c.numpy(), EVAL_KEY, layout, nonce=rng.bytes(layout.nonce_bits // 8))
-                                         for c in code]), dtype=torch.float32)
+        carrier = seal_batch(code, EVAL_KEY, layout, rng or np.random.default_rng(0))
     a = model.anonymize(x, generator=gen, seed=seed, carrier=carrier)
     return as_saved_image(a["images"]), a["carrier"], code, a["f_id"]
 
@@ -266,7 +251,7 @@ def pretrain_drdpgan(profile: str, steps: int | None = None, progress: bool = Tr
     code = _code_stage(model, profile, train, heldout, out, progress)
     record_provenance(out, {"network": "drdpgan", "profile": profile, "target_steps": tcfg.steps,
                             "n_train": len(train), "priors": records, "code_stage": code})
-    probe = _heldout_sample(heldout, 64)
+    probe = _sample(heldout, 64)
     t0 = time.time()
     result = train_drdpgan(model, train, tcfg, out, progress=progress,
                            evaluate=lambda m: quick_metrics(m, probe))
@@ -285,28 +270,22 @@ OTHER_KEY = Key(sha256(b"drdpgan public evaluation key 2 (not secret)").digest()
 
 
 def _open_all(model, bits: torch.Tensor, key, layout) -> tuple[list, list[str]]:
-    """Open every row of ``bits`` (N, hidden_bits): ``(codes or None, outcome per row)`` with outcome
-    ``"ok"``, ``"unreadable"`` or ``"wrong_key"``; the paper's layout has no key and always "opens"."""
-    from .password import PasswordError, open_payload
+    """Open every row of ``bits`` (N, hidden_bits) (:func:`drdpgan.password.open_batch`): ``(codes or None,
+    outcome per row)``; the paper's layout has no key, so its bits are the code and always "open"."""
+    from .password import open_batch
 
-    codes, outcome = [], []
-    for b in bits:
-        if layout is None:
-            codes.append(b)
-            outcome.append("ok")
-            continue
-        try:
-            got, _ = open_payload(b.numpy().astype(np.uint8), key, layout)
-            codes.append(torch.tensor(got[:model.cfg.code_bits], dtype=torch.float32))
-            outcome.append("ok")
-        except PasswordError as e:
-            codes.append(None)
-            outcome.append(e.reason)
-    return codes, outcome
+    if layout is None:
+        return list(bits), ["ok"] * len(bits)
+    codes, outcomes, _ = open_batch(bits, key, layout, model.cfg.code_bits)
+    return codes, outcomes
 
 
 def _read(model, images: torch.Tensor) -> torch.Tensor:
-    return torch.cat([(model.extractor(images[s:s + 64]) >= 0).float() for s in range(0, len(images), 64)])
+    """E_P's hard bits (N, hidden_bits) of ``images``, in batches."""
+    from .models.extractor import PasswordExtractor
+    from .repro import batched
+
+    return batched(lambda v: PasswordExtractor.bits(model.extractor(v)), images, batch_size=64)
 
 
 @torch.no_grad()
@@ -321,7 +300,7 @@ def password_robustness(model, anonymized: torch.Tensor, carriers: torch.Tensor,
     from .channel import resize
     from .protocol import as_jpeg, as_saved_image
 
-    layout = layout_of(model)
+    layout = model.cfg.payload_layout()
     cases = [("png", None, anonymized)]
     cases += [("jpeg", q, as_jpeg(anonymized, q)) for q in jpeg_qualities]
     cases += [("resize", f, as_saved_image(resize(anonymized, f))) for f in resize_factors]
@@ -357,9 +336,10 @@ def measure_drdpgan(model, profile: str, n: int = 256, progress: bool = False, r
     from .repro import make_generator
 
     model.eval()
-    heldout = stages.face_data(stages.notebook_params("01_data", profile), progress)["heldout"]
-    x_all = _heldout_sample(heldout, n)
-    layout = layout_of(model)
+    faces = stages.face_data(stages.notebook_params("01_data", profile), progress)
+    heldout = faces["heldout"]
+    x_all = _sample(heldout, n)
+    layout = model.cfg.payload_layout()
     gen, rng = make_generator(0), np.random.default_rng(0)
     anon, carriers, codes, f_ids, oracle = [], [], [], [], []
     for s in range(0, len(x_all), 32):
@@ -408,7 +388,7 @@ def measure_drdpgan(model, profile: str, n: int = 256, progress: bool = False, r
     per_face = torch.stack(variants, 1)  # (32, 6, 3, R, R)
     out["anon.diversity_cos"] = float(np.mean([diversity_matrix(evaluator, v)[1] for v in per_face]))
     if hasattr(heldout, "coeffs") and hasattr(heldout, "world_identities"):  # the synthetic world's ground truth
-        out.update(attribute_preservation(model, heldout, _heldout_indices(heldout, n), anon))
+        out.update(attribute_preservation(model, heldout, _sample_indices(heldout, n), anon))
     if realism_n:
-        out.update(anonymized_realism(model, profile, realism_n, progress))
+        out.update(anonymized_realism(model, faces, evaluator, realism_n))
     return out

@@ -184,6 +184,11 @@ class DRDPGAN(nn.Module):
         f_concat = concat_features(identity if t == 0 else None, identity if t == 1 else None, f_emo, f_pos,
                                    t=t, use_prior=self.cfg.use_3d_prior)
         ws = self.mapper(f_concat, self.generator.w_avg)  # (B, num_ws, w_dim)
+        return {**self.render(ws, source, password), "ws": ws, "f_concat": f_concat}
+
+    def render(self, ws: torch.Tensor, source: torch.Tensor, password: torch.Tensor) -> dict[str, torch.Tensor | dict]:
+        """Eq. 6-8: the generator pass from W+ codes ``ws`` (B, num_ws, w_dim) with E_Ste fusing ``E_G(source)``
+        and the hidden ``password`` bits (B, hidden_bits) into every block. Returns ``{"images", "masks"}``."""
         feats = self.encoder(source) if self.encoder is not None else {}
         masks: dict[int, torch.Tensor] = {}
         hidden = self.password_plane(password) if self.password_plane is not None else password
@@ -195,7 +200,7 @@ class DRDPGAN(nn.Module):
             return f_in
 
         img = self.generator.synthesis(ws, noise_mode=self.cfg.noise_mode, inject=inject)
-        return {"images": img, "ws": ws, "masks": masks, "f_concat": f_concat}
+        return {"images": img, "masks": masks}
 
     # ------------------------------------------------------------------ the two paths
 
