@@ -125,3 +125,15 @@ def test_spatial_password_map_option_carries_gradients_to_its_plane():
     with pytest.raises(ValueError, match="password_map"):
         tiny_model(32, password_map="diagonal")
     assert tiny_model(32).password_plane is None  # the paper's tiled layout
+
+
+def test_demo_render_ws_is_the_models_pass_with_a_spatial_password_map():
+    """demo.render_ws goes through DRDPGAN.render, so it lays out a spatial password map as anonymize does."""
+    from drdpgan.demo import render_ws
+
+    m = tiny_model(32, password_map="spatial", password_map_channels=4, password_map_size=4)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        a = m.anonymize(x, seed=0)
+        again = render_ws(m, a["ws"], x, a["password"])["images"]
+    assert torch.equal(again, a["images"])
