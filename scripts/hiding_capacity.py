@@ -7,7 +7,7 @@ StyleGAN2 synthesis, LR_OTHER for the rest), and prints E_P's training bit accur
     OVR='{"password_map": "spatial", "code_bits": 64, "carrier_bits": 128}' \\
         .venv/bin/python scripts/hiding_capacity.py STEPS [W_ANON=0.1] [LR_OTHER=1e-3] [GENERATOR_CKPT]
 
-``OVR``: DRDPGANConfig overrides (JSON). ``GENERATOR_CKPT``: a StyleGAN2 training checkpoint whose G_ema to
+``OVR``: DRDPGANConfig overrides (JSON). ``PRECISION=fp32``: no bf16 autocast. ``GENERATOR_CKPT``: a StyleGAN2 training checkpoint whose G_ema to
 use (default: the profile's shipped generator). Session 7 measured (GENERATOR_CKPT = the cpu run's
 ckpt_0012000.pt, whose G_ema the shipped file stores in fp16), bit accuracy after 200 steps: 0.50 / 0.66 /
 0.93 for 512 / 256 / 128 carrier bits with the spatial map (README, "DR-DPGAN itself").
@@ -52,7 +52,7 @@ for step in range(steps):
     idx = torch.randint(len(data), (8,), generator=make_generator(step)).tolist()
     x = torch.stack([data[i]["image"] for i in idx])
     car = random_carrier(m, 8, make_generator(10**6 + step))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=os.environ.get("PRECISION", "bf16") == "bf16"):
         a = m.anonymize(x, generator=make_generator(2 * 10**6 + step), carrier=car)
         logits = m.extractor(add_channel_noise(a["images"], 0.02, make_generator(3 * 10**6 + step)))
         info = information_hiding_loss(logits.float(), car)

@@ -21,13 +21,14 @@ def keyed_toy(carrier_bits: int = 256, bch_t: int = 4) -> DRDPGAN:
 def test_recipe_layout_seals_the_model_code_and_opens_it_through_bit_errors():
     cfg = DRDPGANConfig(**DRDPGAN_RECIPES["cpu"]["model"])
     layout = cfg.payload_layout()
-    assert cfg.keyed and layout.carrier_bits == 512 and layout.code_bits >= cfg.code_bits == 256
-    code = np.random.default_rng(0).integers(0, 2, 256).astype(np.uint8)
+    assert cfg.keyed and layout.carrier_bits == 256 and layout.code_bits == cfg.code_bits == 128
+    assert layout.tag_bits == 24 and layout.used_bits <= layout.carrier_bits
+    code = np.random.default_rng(0).integers(0, 2, 128).astype(np.uint8)
     payload = seal(code, EVAL_KEY, layout, nonce=b"\0\1\2\3")
     flipped = payload.copy()
     flipped[np.random.default_rng(1).choice(layout.used_bits, layout.bch_t, replace=False)] ^= 1
     got, n_err = open_payload(flipped, EVAL_KEY, layout)
-    assert n_err == layout.bch_t and np.array_equal(got[:256], code) and not got[256:].any()
+    assert n_err == layout.bch_t and np.array_equal(got, code)
     with pytest.raises(ValueError, match="at most"):
         seal(np.zeros(layout.code_bits + 1, np.uint8), EVAL_KEY, layout)
     with pytest.raises(ValueError, match="seals at most"):
@@ -39,7 +40,7 @@ def test_a_keyed_payload_does_not_open_with_another_key():
     from drdpgan.password import generate_key
 
     layout = DRDPGANConfig(**DRDPGAN_RECIPES["cpu"]["model"]).payload_layout()
-    payload = seal(np.ones(256, np.uint8), EVAL_KEY, layout)
+    payload = seal(np.ones(128, np.uint8), EVAL_KEY, layout)
     with pytest.raises(PasswordError) as e:
         open_payload(payload, generate_key(), layout)
     assert e.value.reason == "wrong_key"
@@ -123,3 +124,13 @@ def test_every_key_the_measurement_reports_is_documented(monkeypatch):
     rob = P.password_robustness(m, torch.rand(4, 3, RES, RES) * 2 - 1, torch.zeros(4, 256), torch.zeros(4, 24),
                                 jpeg_qualities=(90,), resize_factors=(0.5,))
     assert rob["distortion"].tolist() == ["png", "jpeg", "resize"] and rob["exact_rate"].between(0, 1).all()
+
+
+def test_password_init_std_sets_how_loud_the_password_starts():
+    m = tiny_model()
+    for std in (0.01, 0.1):
+        cfg = DRDPGANConfig(**{**m.cfg.__dict__, "password_init_std": std})
+        torch.manual_seed(0)
+        w = torch.cat([f.hide.weight.flatten() for f in DRDPGAN(cfg, m.generator, m.identity_encoder,
+                                                                 m.prior3d).fusion.values()])
+        assert abs(float(w.std()) - std) < 0.15 * std

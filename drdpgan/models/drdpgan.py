@@ -53,12 +53,16 @@ class DRDPGANConfig:
     # paper. The keyed password (drdpgan.password) hides a longer carrier, nonce || AES-CTR(code) || tag ||
     # BCH parity, whose bits are uniformly random to anyone without the key.
     carrier_bits: int | None = None
-    payload_bch_t: int = 16
+    payload_bch_t: int = 16  # a keyed model's BCH correction capacity (drdpgan.password.PayloadLayout.bch_t)
+    payload_tag_bits: int = 32  # its authentication tag (PayloadLayout.tag_bits): forgery odds 2**-tag_bits
     # how the password enters E_Ste (drdpgan.models.fusion): "tiled" (the paper: the bit vector over H x W,
     # conv1x1) or "spatial" (a linear map of the bits to a P x s x s plane, upsampled, conv1x1)
     password_map: str = "tiled"
     password_map_channels: int = 16
-    password_map_size: int = 8  # a keyed model's BCH correction capacity (drdpgan.password.PayloadLayout.bch_t)
+    password_map_size: int = 8
+    # std of E_Ste's conv1x1(Password) weights at initialisation (drdpgan.models.fusion.AdaptiveMaskFusion):
+    # how loud the password is in a pretrained generator's output before training
+    password_init_std: float = 0.01
     # Table 4 ablation switches (experiment 7 = all on)
     use_fid_control: bool = True
     use_3d_prior: bool = True
@@ -85,9 +89,10 @@ class DRDPGANConfig:
             return None
         from ..password import PayloadLayout
 
-        layout = PayloadLayout(carrier_bits=self.hidden_bits, bch_t=self.payload_bch_t)
+        layout = PayloadLayout(carrier_bits=self.hidden_bits, bch_t=self.payload_bch_t, tag_bits=self.payload_tag_bits)
         if layout.code_bits < self.code_bits:
-            raise ValueError(f"a {self.hidden_bits}-bit carrier with BCH t={self.payload_bch_t} seals at most "
+            raise ValueError(f"a {self.hidden_bits}-bit carrier with BCH t={self.payload_bch_t} and a "
+                             f"{self.payload_tag_bits}-bit tag seals at most "
                              f"{layout.code_bits} code bits, the model has {self.code_bits}")
         return layout
 
@@ -137,7 +142,8 @@ class DRDPGAN(nn.Module):
             if spatial else None
         self.fusion = nn.ModuleDict({
             str(r): AdaptiveMaskFusion(c, cfg.hidden_bits, use_encoder=cfg.use_encoder_control,
-                                       map_channels=cfg.password_map_channels if spatial else None)
+                                       map_channels=cfg.password_map_channels if spatial else None,
+                                       hide_init_std=cfg.password_init_std)
             for r, c in inject})
 
     # ------------------------------------------------------------------ bookkeeping

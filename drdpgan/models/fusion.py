@@ -48,7 +48,7 @@ class AdaptiveMaskFusion(nn.Module):
     ``map_channels``, a :class:`PasswordMap` of that many channels)."""
 
     def __init__(self, channels: int, code_bits: int, use_encoder: bool = True, mask_bias: float = 0.0,
-                 map_channels: int | None = None):
+                 map_channels: int | None = None, hide_init_std: float = 0.01):
         super().__init__()
         self.channels, self.code_bits, self.use_encoder = channels, code_bits, use_encoder
         self.spatial = map_channels is not None
@@ -57,8 +57,9 @@ class AdaptiveMaskFusion(nn.Module):
             self.mask = nn.Conv2d(3 * channels, channels, 1)  # Eq. 6
             nn.init.zeros_(self.mask.weight)
             nn.init.constant_(self.mask.bias, mask_bias)
-        # Start with a small password term so a pretrained generator's output is barely moved.
-        nn.init.normal_(self.hide.weight, std=0.01)
+        # Start with a small password term so a pretrained generator's output is barely moved (std 0.01); a
+        # louder start (0.1) opens the hiding channel sooner (DRDPGANConfig.password_init_std, README)
+        nn.init.normal_(self.hide.weight, std=hide_init_std)
         nn.init.zeros_(self.hide.bias)
 
     def password_map(self, password: torch.Tensor, height: int, width: int) -> torch.Tensor:
