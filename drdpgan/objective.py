@@ -107,8 +107,9 @@ def generator_objective(model: DRDPGAN, C: nn.Module, critic: nn.Module, x: torc
     logits_bits = model.extractor(add_channel_noise(shared, sigma, g_noise))  # (B, l)
     if step < warm:
         # warm-up (StegaStamp): the hiding channel alone, Eq. 15, for the first half; then the anonymization L1
-        # ramped in linearly to its weight; no recovery pass and no judges, about half a full step
-        ramp = min(1.0, max(0.0, (step - warm / 2) / (warm / 2)))
+        # ramped in linearly to its weight (or at its weight throughout: hiding_warmup_l1_ramp False); no
+        # recovery pass and no judges, about half a full step
+        ramp = min(1.0, max(0.0, (step - warm / 2) / (warm / 2))) if cfg.hiding_warmup_l1_ramp else 1.0
         terms = {"ano_info": information_hiding_loss(logits_bits, hidden), "anon_pixel": (x_anon - x).abs().mean()}
         return {"loss_G": w.info * terms["ano_info"] + ramp * cfg.w_anon_pixel * terms["anon_pixel"], "terms": terms,
                 "warmup": True, "x_anon": x_anon, "bits": bits, "carrier": hidden, "logits_bits": logits_bits,

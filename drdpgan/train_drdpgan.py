@@ -157,6 +157,10 @@ class DRDPGANTrainConfig(DictConfig):
         no judges; about half a full step); 0, the paper (everything jointly from the start). With the L1
         at its full weight throughout, E_P's bit accuracy stayed at 0.50 for 1,120 steps while the
         anonymized image converged to a copy of the input (L1 0.06; cpu run 1, README).
+    hiding_warmup_l1_ramp: True (StegaStamp), the warm-up's anonymization L1 is off for its first half and
+        ramped in over the second; False, it stays at ``w_anon_pixel`` throughout the warm-up (the schedule of
+        ``scripts/hiding_capacity.py``). With L_info alone the generator's output drifts away from any image
+        (anonymization L1 0.81 -> 2.03 over the first 250 steps of cpu run 3; run 2 diverged the same way).
     critic_*: :class:`~drdpgan.models.critic.CriticConfig` sizes.
     stop_after / max_seconds: end *this call* after that many steps / seconds with a checkpoint
         (simulates a kill in tests; budgets long runs). Not part of the run's identity.
@@ -191,6 +195,7 @@ class DRDPGANTrainConfig(DictConfig):
     distortions: tuple[str, ...] = ()
     distortions_from: int = 0
     hiding_warmup_steps: int = 0
+    hiding_warmup_l1_ramp: bool = True
     critic_base_channels: int = 16
     critic_max_channels: int = 128
     critic_highpass: bool = True

@@ -198,3 +198,12 @@ def test_hiding_warmup_trains_only_the_hiding_channel_then_everything(tmp_path, 
     assert res["step"] == 3
     # the first half of the warm-up is the hiding loss alone (lambda_info = 5), the L1 only logged
     assert df.loc[:1, "loss_G"].tolist() == pytest.approx((5 * df.loc[:1, "ano_info"]).tolist(), rel=1e-5)
+
+
+def test_hiding_warmup_without_the_ramp_keeps_the_anonymization_l1_from_step_one(tmp_path, data):
+    """hiding_warmup_l1_ramp=False: every warm-up step minimises lambda_info L_info + w_anon_pixel L1."""
+    cfg = tiny_cfg(steps=2, hiding_warmup_steps=2, hiding_warmup_l1_ramp=False, r1_every=0, w_anon_pixel=0.5)
+    train_drdpgan(tiny_model(), data, cfg, tmp_path, progress=False)
+    df = pd.read_csv(tmp_path / "losses.csv")
+    want = 5 * df["ano_info"] + 0.5 * df["anon_pixel"]
+    assert df["loss_G"].tolist() == pytest.approx(want.tolist(), rel=1e-5)
