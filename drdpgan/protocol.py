@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from .experiment import TrainedDRDPGAN
 
 __all__ = [
-    "protocol_split", "as_saved_image", "as_jpeg", "run_paths", "protocol_outputs",
+    "protocol_split", "as_saved_image", "as_jpeg", "recover_saved", "run_paths", "protocol_outputs",
     "TensorFaceDataset", "table1_classifier_protocol", "classifier_configs",
     "table2_metrics", "table3_metrics",
     "ABLATIONS", "ablation_result",
@@ -110,8 +110,43 @@ def as_jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
 
 
 @torch.no_grad()
+def _measurement_key(key):
+    """``key``, or the public :data:`drdpgan.pretrain_drdpgan.EVAL_KEY` of the measurements."""
+    if key is None:
+        from .pretrain_drdpgan import EVAL_KEY
+
+        return EVAL_KEY
+    return key
+
+
+@torch.no_grad()
+def recover_saved(model, x_anon: torch.Tensor, key=None) -> dict[str, torch.Tensor]:
+    """Recovery from anonymized images ``x_anon`` (B,3,R,R) as they were saved: E_P reads the bits; a keyed
+    model opens them with ``key`` (default: the public evaluation key). Returns ``images`` (B,3,R,R),
+    ``bits`` (B, hidden bits), ``code`` (B, l), ``opened`` (B,) bool and ``f_id_decoded`` (B, D). A face whose
+    bits do not open gets nothing back, as on the command line: ``images`` is ``x_anon`` itself, ``code``
+    zeros, ``f_id_decoded`` the zero vector (the paper's layout always "opens")."""
+    from .models.extractor import PasswordExtractor
+    from .password import open_batch
+
+    layout = model.cfg.payload_layout()
+    if layout is None:
+        r = model.recover(x_anon)
+        return {"images": r["images"], "bits": r["bits"], "code": r["bits"],
+                "opened": torch.ones(len(x_anon), dtype=torch.bool), "f_id_decoded": r["f_id_decoded"]}
+    bits = PasswordExtractor.bits(model.extractor(x_anon))  # (B, n)
+    codes, _, _ = open_batch(bits, _measurement_key(key), layout, model.cfg.code_bits)
+    opened = torch.tensor([c is not None for c in codes], dtype=torch.bool)
+    code = torch.stack([torch.zeros(model.cfg.code_bits) if c is None else c for c in codes]).to(bits.device)
+    images, f_dec = x_anon.clone(), torch.zeros(len(x_anon), model.cfg.identity_dim, device=x_anon.device)
+    if opened.any():
+        r = model.recover(x_anon[opened], password=bits[opened], code=code[opened])
+        images[opened], f_dec[opened] = r["images"], r["f_id_decoded"]
+    return {"images": images, "bits": bits, "code": code, "opened": opened, "f_id_decoded": f_dec}
+
+
 def run_paths(model, images: torch.Tensor, seed: int = 0, batch_size: int = 32, progress: bool = False,
-              as_image: bool = True) -> dict[str, torch.Tensor]:
+              as_image: bool = True, key=None) -> dict[str, torch.Tensor]:
     """Anonymize (fake identity noise from ``seed``) then recover (bits read by E_P) ``images`` (N,3,R,R).
 
     ``as_image``: the anonymized output is stored as an image before recovery reads it
@@ -119,24 +154,39 @@ def run_paths(model, images: torch.Tensor, seed: int = 0, batch_size: int = 32, 
     password must survive what a real anonymized photo goes through. ``False`` hands recovery the
     generator's raw float output.
 
-    Returns, all on CPU: ``anonymized``, ``recovered`` (N,3,R,R) in [-1, 1]; ``bits_true`` (the
-    password hidden, Eq. 2-4) and ``bits_read`` (E_P's, Sec. 3.4.2) (N, l); ``f_id`` (N, D) the
+    Returns, all on CPU: ``anonymized``, ``recovered`` (N,3,R,R) in [-1, 1]; ``bits_true`` (the bits
+    hidden: the password of Eq. 2-4, or a keyed model's sealed carrier) and ``bits_read`` (E_P's,
+    Sec. 3.4.2) (N, hidden bits); ``code_true`` / ``code_read`` (N, l) the identity code hidden and the one
+    recovery decoded (equal to the bits in the paper's layout); ``opened`` (N,) bool; ``f_id`` (N, D) the
     identity of the inputs, ``f_fake`` the fake identity, ``f_decoded`` the identity decoded from
-    the read bits; ``fake_cos`` (N,) cos(F'_id, F_id).
+    ``code_read``; ``fake_cos`` (N,) cos(F'_id, F_id).
+
+    A keyed model (``model.cfg.keyed``) seals each code with ``key`` (default: the public
+    :data:`drdpgan.pretrain_drdpgan.EVAL_KEY`; nonces drawn from ``seed``) and opens what E_P reads with
+    it. A face whose bits do not open (``opened`` False) gets nothing back, as on the command line: its
+    ``recovered`` image is the anonymized one, its ``code_read`` zeros and its ``f_decoded`` the zero vector.
     """
     from tqdm.auto import tqdm
 
+    from .password import seal_batch
+
     model.eval()
     gen = make_generator(int(seed))
-    keys = ("anonymized", "recovered", "bits_true", "bits_read", "f_id", "f_fake", "f_decoded", "fake_cos")
+    layout = model.cfg.payload_layout()
+    key = _measurement_key(key)
+    rng = np.random.default_rng(int(seed))  # a keyed model's nonces
+    keys = ("anonymized", "recovered", "bits_true", "bits_read", "code_true", "code_read", "opened", "f_id", "f_fake",
+            "f_decoded", "fake_cos")
     out: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
     for s in tqdm(range(0, len(images), batch_size), disable=not progress, desc="anonymize+recover"):
         x = images[s:s + batch_size].float()
-        a = model.anonymize(x, generator=gen)
+        carrier = None if layout is None else seal_batch(model.password(model.identity(x)), key, layout, rng)  # (B, n)
+        a = model.anonymize(x, generator=gen, carrier=carrier)
         x_anon = as_saved_image(a["images"]) if as_image else a["images"]
-        r = model.recover(x_anon)
-        for k, v in (("anonymized", x_anon), ("recovered", r["images"]), ("bits_true", a["password"]),
-                     ("bits_read", r["bits"]), ("f_id", a["f_id"]), ("f_fake", a["f_fake"]),
+        r = recover_saved(model, x_anon, key)
+        for k, v in (("anonymized", x_anon), ("recovered", r["images"]), ("bits_true", a["carrier"]),
+                     ("bits_read", r["bits"]), ("code_true", a["password"]), ("code_read", r["code"]),
+                     ("opened", r["opened"]), ("f_id", a["f_id"]), ("f_fake", a["f_fake"]),
                      ("f_decoded", r["f_id_decoded"]), ("fake_cos", a["fake_cos"])):
             out[k].append(v.detach().cpu())
     return {k: torch.cat(v) if v else torch.empty(0) for k, v in out.items()}
@@ -158,7 +208,7 @@ def protocol_outputs(profile: str, progress: bool = True, trained: TrainedDRDPGA
     data = stages.face_data(stages.notebook_params("01_data", profile), progress)
     n_ids = int(p10["max_identities"] if max_identities is None else max_identities)
     split = protocol_split(data["heldout"].labels, float(p10["test_fraction"]), n_ids, int(p10["seed"]))
-    name = f"outputs-png-{float(p10['test_fraction'])}-{n_ids}-{int(p10['seed'])}-{int(p10['anon_seed'])}.pt"
+    name = f"outputs-v2-png-{float(p10['test_fraction'])}-{n_ids}-{int(p10['seed'])}-{int(p10['anon_seed'])}.pt"
     path = trained.dir / name
     originals = stages.images_of(data["heldout"], split["protected"])
     if path.is_file():

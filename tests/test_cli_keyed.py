@@ -2,9 +2,10 @@
 was never anonymized and a damaged one are refused with no output and exit status 1; a passphrase
 never appears in what the command prints or writes.
 
-The toy model is untrained, so its E_P cannot read bits; the tests give it a *recording* extractor that
-returns the bits anonymize hid in the nearest recorded image (flipping ``flip`` of them). What is tested
-is the command line's sealing, opening and refusing, not the network (``password.*`` keys measure that).
+The toy model is untrained, so its E_P cannot read bits; the tests give it a *recording* extractor
+(``toys.keyed_recording_model``) that returns the bits anonymize hid in the nearest recorded image
+(flipping ``flip`` of them). What is tested is the command line's sealing, opening and refusing, not the
+network (``password.*`` keys measure that).
 """
 
 from __future__ import annotations
@@ -16,56 +17,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 from drdpgan import cli
-from drdpgan.models.drdpgan import DRDPGAN, DRDPGANConfig
 from drdpgan.password import read_key_file, write_key_file
-from toys import RES, tiny_model
-
-
-class RecordingExtractor(nn.Module):
-    def __init__(self, n_bits: int):
-        super().__init__()
-        self.cfg = type("Cfg", (), {"code_bits": n_bits})()
-        self.images: list[torch.Tensor] = []
-        self.bits: list[torch.Tensor] = []
-        self.flip = 0
-
-    def forward(self, x):
-        out = []
-        for img in x:
-            d = [float((img - r).abs().mean()) for r in self.images]
-            if not d or min(d) > 0.02:  # never anonymized: what E_P reads from a foreign face is noise
-                b = torch.randint(0, 2, (self.cfg.code_bits,), generator=torch.Generator().manual_seed(len(d))).float()
-            else:
-                b = self.bits[int(np.argmin(d))].clone()
-                b[: self.flip] = 1 - b[: self.flip]
-            out.append(b * 20 - 10)
-        return torch.stack(out)
-
-
-def keyed_model():
-    m = tiny_model()
-    cfg = DRDPGANConfig(**{**m.cfg.__dict__, "carrier_bits": 256, "payload_bch_t": 4})
-    k = DRDPGAN(cfg, m.generator, m.identity_encoder, m.prior3d).eval()
-    rec = RecordingExtractor(256)
-    anonymize = k.anonymize
-
-    def recording_anonymize(x, **kw):
-        a = anonymize(x, **kw)
-        rec.images.append(cli.to_tensor(cli.to_image(a["images"][0]), RES)[0])  # as the PNG will hold it
-        rec.bits.append(a["carrier"][0])
-        return a
-
-    k.anonymize = recording_anonymize
-    k.extractor = rec
-    return k
+from toys import RES, keyed_recording_model, tiny_model
 
 
 @pytest.fixture
 def setup(tmp_path, monkeypatch):
-    model = keyed_model()
+    model = keyed_recording_model()
     monkeypatch.setattr(cli, "load_checkpoint", lambda checkpoint, profile=cli.DEFAULT_PROFILE: model)
     src = tmp_path / "in"
     src.mkdir()

@@ -65,6 +65,29 @@ def test_run_paths_shapes_and_seed():
     assert a["bits_true"].shape == a["bits_read"].shape == (5, model.cfg.code_bits)
     assert torch.equal(a["anonymized"], b["anonymized"])
     assert not torch.equal(a["f_fake"], c["f_fake"])
+    # the paper's layout: the hidden bits are the code, and every face "opens"
+    assert torch.equal(a["code_true"], a["bits_true"]) and torch.equal(a["code_read"], a["bits_read"])
+    assert a["opened"].all()
+
+
+def test_run_paths_seals_a_keyed_models_code_and_gives_nothing_back_when_it_does_not_open():
+    from drdpgan.password import PayloadLayout, open_batch
+    from drdpgan.pretrain_drdpgan import EVAL_KEY
+    from toys import keyed_recording_model
+
+    model = keyed_recording_model()
+    x = torch.rand(3, 3, RES, RES) * 2 - 1
+    a = run_paths(model, x, seed=3, batch_size=2)
+    layout = model.cfg.payload_layout()
+    assert isinstance(layout, PayloadLayout) and a["bits_true"].shape == (3, layout.carrier_bits)
+    codes, outcomes, _ = open_batch(a["bits_true"], EVAL_KEY, layout, model.cfg.code_bits)  # sealed with EVAL_KEY
+    assert outcomes == ["ok"] * 3 and torch.equal(torch.stack(codes), a["code_true"])
+    assert a["opened"].all() and torch.equal(a["code_read"], a["code_true"])
+    assert not torch.equal(a["recovered"], a["anonymized"])
+    model.extractor.flip = model.cfg.payload_bch_t + 3  # beyond what BCH corrects
+    b = run_paths(model, x, seed=3, batch_size=2)
+    assert not b["opened"].any() and torch.equal(b["recovered"], b["anonymized"])
+    assert not b["code_read"].any() and not b["f_decoded"].any()
 
 
 def test_drdpgan_checkpoint_round_trip(tmp_path):

@@ -81,3 +81,52 @@ def tiny_model(seed: int = 0):
                             extractor_base_channels=4, extractor_max_channels=16,
                             fake=FakeIdentityConfig(noise_dim=8, hidden_dim=16, steps=5))
         return DRDPGAN(cfg, g, enc, p3d).eval()
+
+
+class RecordingExtractor(torch.nn.Module):
+    """Stands in for E_P in tests of the keyed password's plumbing: returns (as +-10 logits) the bits that
+    anonymize hid in the nearest recorded anonymized image, with the first ``flip`` of them flipped; an
+    image far from every recorded one (never anonymized) reads as seeded random bits."""
+
+    def __init__(self, n_bits: int):
+        super().__init__()
+        self.cfg = type("Cfg", (), {"code_bits": n_bits})()
+        self.images: list[torch.Tensor] = []
+        self.bits: list[torch.Tensor] = []
+        self.flip = 0
+
+    def forward(self, x):
+        out = []
+        for img in x:
+            d = [float((img - r).abs().mean()) for r in self.images]
+            if not d or min(d) > 0.02:  # never anonymized: what E_P reads from a foreign face is noise
+                b = torch.randint(0, 2, (self.cfg.code_bits,), generator=torch.Generator().manual_seed(len(d))).float()
+            else:
+                b = self.bits[int(np.argmin(d))].clone()
+                b[: self.flip] = 1 - b[: self.flip]
+            out.append(b * 20 - 10)
+        return torch.stack(out)
+
+
+def keyed_recording_model(carrier_bits: int = 256, bch_t: int = 4):
+    """:func:`tiny_model` with a keyed layout and a :class:`RecordingExtractor` fed by its own anonymize
+    (every image of a batch, recorded as an 8-bit image holds it). The toy is untrained, so its real E_P
+    cannot read bits: what such tests check is the sealing, opening and refusing around the network."""
+    from drdpgan.models.drdpgan import DRDPGAN, DRDPGANConfig
+    from drdpgan.protocol import as_saved_image
+
+    m = tiny_model()
+    cfg = DRDPGANConfig(**{**m.cfg.__dict__, "carrier_bits": carrier_bits, "payload_bch_t": bch_t})
+    k = DRDPGAN(cfg, m.generator, m.identity_encoder, m.prior3d).eval()
+    rec = RecordingExtractor(carrier_bits)
+    anonymize = k.anonymize
+
+    def recording_anonymize(x, **kw):
+        a = anonymize(x, **kw)
+        rec.images.extend(as_saved_image(a["images"]))
+        rec.bits.extend(a["carrier"])
+        return a
+
+    k.anonymize = recording_anonymize
+    k.extractor = rec
+    return k
