@@ -38,6 +38,7 @@ __all__ = [
     "TrainedDRDPGAN",
     "train_config",
     "trained_drdpgan",
+    "shipped_drdpgan",
     "pretrained_code",
     "fit_code",
 ]
@@ -127,6 +128,8 @@ def trained_drdpgan(profile: str, progress: bool = True, params: Mapping[str, An
 
     p = dict(params) if params is not None else stages.notebook_params("09_training", profile)
     p.pop("num_threads", None)
+    if not model_overrides and stages.prior_mode(p, "model") == "shipped":
+        return shipped_drdpgan(profile, p)
     cfg = train_config(p)
     train_key = {k: v for k, v in cfg.to_dict().items() if k == "steps" or k not in cfg.VOLATILE}
     key = {"priors": stages.prior_params(profile), "train": train_key,
@@ -160,6 +163,28 @@ def trained_drdpgan(profile: str, progress: bool = True, params: Mapping[str, An
     model, _ = load_model(path / "model.pt")
     result = json.loads((path / "final_metrics.json").read_text()) if (path / "final_metrics.json").is_file() else {}
     return TrainedDRDPGAN(model, path, result, p)
+
+
+def shipped_drdpgan(profile: str, params: Mapping[str, Any] | None = None) -> TrainedDRDPGAN:
+    """The profile's shipped DR-DPGAN (``drdpgan/weights/<profile>/drdpgan.pt``, sha256-checked), as a
+    :class:`TrainedDRDPGAN` whose ``dir`` is a cache folder of its own (``artifacts/<profile>/drdpgan-shipped-
+    <hash of the file's sha256>``, where the protocol caches its outputs) holding copies of the shipped
+    training logs (``losses.csv``, ``metrics.csv``); ``result`` holds the manifest's measured metrics
+    (``metrics``), ``step``, ``images_seen`` and ``train_seconds``."""
+    from . import shipped
+
+    model, info = shipped.load(profile, "drdpgan")
+    entry = info["manifest"]
+    d = ArtifactCache(profile).path("drdpgan-shipped", {"sha256": entry["sha256"]})
+    d.mkdir(parents=True, exist_ok=True)
+    logs = shipped.WEIGHTS_DIR / profile / "drdpgan_logs"
+    for name in ("losses.csv", "metrics.csv"):
+        if (logs / name).is_file() and not (d / name).is_file():
+            shutil.copy(logs / name, d / name)
+    metrics = dict(entry.get("metrics_stored", {}))
+    result = {"shipped": True, "metrics": metrics, "step": metrics.get("steps"),
+              "images_seen": entry.get("images_seen"), "train_seconds": entry.get("train_seconds")}
+    return TrainedDRDPGAN(model.eval(), d, result, dict(params or {}))
 
 
 @torch.no_grad()

@@ -190,6 +190,9 @@ class ParamsTraining:
     w_code: float = 1.0  # extra: 1 - cos(decoded identity, F_id)
     w_rec_pixel: float = 1.0  # extra: L1(x_rec, x); 0 is paper-literal
     w_anon_pixel: float = 0.1  # extra: L1(x_anon, x); 0 is paper-literal
+    # "train": train here at this budget | "shipped": load drdpgan/weights/<profile>/drdpgan.pt (python -m
+    # drdpgan.pretrain drdpgan); the Table 4 variants of notebook 13 always train
+    model: str = "train"
     pretrain_code: bool = True  # stage 1: pretrain the binary code mapping, then keep it fixed
     code_steps: int = 300  # stage 1 steps
     code_batch_size: int = 64

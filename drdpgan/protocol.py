@@ -282,7 +282,8 @@ def ablation_result(profile: str, experiment_no: int, seed: int, train_steps: in
     """
     from . import stages
 
-    p09 = {**stages.notebook_params("09_training", profile), "train_steps": int(train_steps), "seed": int(seed)}
+    p09 = {**stages.notebook_params("09_training", profile), "train_steps": int(train_steps), "seed": int(seed),
+           "model": "train"}  # Table 4 trains every configuration at its budget, whatever notebook 09 loads
     p10 = stages.notebook_params("10_anonymization", profile)
     trained = trained_drdpgan(profile, progress, params=p09, **ABLATIONS[int(experiment_no)])
     path = trained.dir / f"ablation-{int(cls_epochs)}-{int(max_identities)}-{float(p10['test_fraction'])}.json"

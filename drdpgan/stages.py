@@ -204,10 +204,11 @@ def images_of(dataset, indices=None) -> "torch.Tensor":
 PRIOR_MODES = ("train", "shipped")
 
 
-def prior_mode(p: dict[str, Any]) -> str:
-    mode = str(p.get("priors", "train"))
+def prior_mode(p: dict[str, Any], name: str = "priors") -> str:
+    """The mode in force of parameter ``name`` (``priors`` of notebooks 02-04, ``model`` of notebook 09)."""
+    mode = str(p.get(name, "train"))
     if mode not in PRIOR_MODES:
-        raise ValueError(f"priors must be one of {PRIOR_MODES}, got {mode!r}")
+        raise ValueError(f"{name} must be one of {PRIOR_MODES}, got {mode!r}")
     return "train" if os.environ.get("DRDPGAN_RETRAIN") == "1" else mode
 
 

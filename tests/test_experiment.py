@@ -134,3 +134,33 @@ def test_paper_profile_takes_one_training_step_at_256px(tmp_path):
     res = train_drdpgan(model, data, cfg, tmp_path, progress=False)
     assert res["step"] == 1
     assert all(np.isfinite(v) for v in res["last"].values())
+
+
+def test_notebook_09_model_shipped_loads_the_shipped_drdpgan(tmp_path, monkeypatch):
+    """``model="shipped"``: the sha256-checked shipped file, its logs copied into a cache folder of its own;
+    ``DRDPGAN_RETRAIN=1`` and the Table 4 overrides still train (not exercised here: they take minutes)."""
+    from drdpgan import experiment, shipped
+    from drdpgan.notebook_params import defaults
+
+    model = tiny_model(seed=2)
+    weights = tmp_path / "weights"
+    (weights / "toy" / "drdpgan_logs").mkdir(parents=True)
+    save_drdpgan(weights / "toy" / "drdpgan.pt", model, metrics={})
+    (weights / "toy" / "drdpgan_logs" / "metrics.csv").write_text("step,ber\n250,0.1\n")
+    entry = {"file": "toy/drdpgan.pt", "sha256": shipped.sha256_of(weights / "toy" / "drdpgan.pt"),
+             "metrics_stored": {"rec.psnr": 30.0, "steps": 500}, "images_seen": 4000, "train_seconds": 9.0}
+    monkeypatch.setattr(shipped, "WEIGHTS_DIR", weights)
+    monkeypatch.setattr(shipped, "manifest", lambda: {"toy/drdpgan": entry})
+    monkeypatch.setenv("DRDPGAN_ARTIFACTS", str(tmp_path / "artifacts"))
+    monkeypatch.delenv("DRDPGAN_RETRAIN", raising=False)
+    run = experiment.trained_drdpgan("toy", params={**defaults("09_training"), "model": "shipped"})
+    x = torch.rand(2, 3, RES, RES) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(run.model.anonymize(x, seed=0)["images"], model.anonymize(x, seed=0)["images"])
+    assert run.result["metrics"]["rec.psnr"] == 30.0 and run.result["step"] == 500 and run.result["shipped"]
+    assert (run.dir / "metrics.csv").read_text().startswith("step,ber") and str(tmp_path / "artifacts") in str(run.dir)
+    (weights / "toy" / "drdpgan.pt").write_bytes(b"changed")
+    with pytest.raises(Exception, match="sha256"):
+        experiment.trained_drdpgan("toy", params={**defaults("09_training"), "model": "shipped"})
+    with pytest.raises(ValueError, match="model must be one of"):
+        experiment.trained_drdpgan("toy", params={**defaults("09_training"), "model": "download"})
