@@ -65,3 +65,12 @@ for step in range(steps):
     if (step + 1) % 25 == 0:
         print(step + 1, f"bit accuracy {sum(acc[-25:]) / 25:.3f}  L_info {float(info):.3f}  L1 {float(l1):.3f}  "
               f"{(time.time() - t) / (step + 1):.2f} s/step", flush=True)
+if os.environ.get("GRID"):  # anonymized faces beside the originals, for a look
+    from drdpgan import viz
+
+    m.eval()
+    with torch.no_grad():
+        x = torch.stack([data[i]["image"] for i in range(6)])
+        a = m.anonymize(x, seed=0, carrier=random_carrier(m, 6, make_generator(7)))["images"].clamp(-1, 1)
+    print(f"held-out-free check on 6 training faces: anonymization L1 {float((a - x).abs().mean()):.3f}")
+    viz.image_grid([list(x), list(a)], row_titles=["original", "anonymized"]).savefig(os.environ["GRID"], dpi=80)

@@ -134,3 +134,13 @@ def test_password_init_std_sets_how_loud_the_password_starts():
         w = torch.cat([f.hide.weight.flatten() for f in DRDPGAN(cfg, m.generator, m.identity_encoder,
                                                                  m.prior3d).fusion.values()])
         assert abs(float(w.std()) - std) < 0.15 * std
+
+
+def test_fusion_mask_bias_sets_where_eq6s_mask_starts():
+    m = tiny_model()
+    x = torch.rand(2, 3, RES, RES) * 2 - 1
+    for bias in (0.0, -4.0):
+        cfg = DRDPGANConfig(**{**m.cfg.__dict__, "fusion_mask_bias": bias})
+        with torch.no_grad():
+            masks = DRDPGAN(cfg, m.generator, m.identity_encoder, m.prior3d).eval().anonymize(x, seed=0)["masks"]
+        assert masks and all(torch.allclose(v, torch.full_like(v, 1 / (1 + np.exp(-bias)))) for v in masks.values())

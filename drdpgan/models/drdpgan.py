@@ -63,6 +63,9 @@ class DRDPGANConfig:
     # std of E_Ste's conv1x1(Password) weights at initialisation (drdpgan.models.fusion.AdaptiveMaskFusion):
     # how loud the password is in a pretrained generator's output before training
     password_init_std: float = 0.01
+    # bias of Eq. 6's mask convolution at initialisation (its weights start at zero): M = sigmoid(bias) everywhere,
+    # so 0 mixes half of a fresh encoder's features into every block, a negative bias starts from the generator's
+    fusion_mask_bias: float = 0.0
     # Table 4 ablation switches (experiment 7 = all on)
     use_fid_control: bool = True
     use_3d_prior: bool = True
@@ -143,7 +146,7 @@ class DRDPGAN(nn.Module):
         self.fusion = nn.ModuleDict({
             str(r): AdaptiveMaskFusion(c, cfg.hidden_bits, use_encoder=cfg.use_encoder_control,
                                        map_channels=cfg.password_map_channels if spatial else None,
-                                       hide_init_std=cfg.password_init_std)
+                                       hide_init_std=cfg.password_init_std, mask_bias=cfg.fusion_mask_bias)
             for r, c in inject})
 
     # ------------------------------------------------------------------ bookkeeping
