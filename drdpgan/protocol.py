@@ -109,7 +109,6 @@ def as_jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
     return uint8_to_float(torch.stack(out))
 
 
-@torch.no_grad()
 def _measurement_key(key):
     """``key``, or the public :data:`drdpgan.pretrain_drdpgan.EVAL_KEY` of the measurements."""
     if key is None:
@@ -145,6 +144,7 @@ def recover_saved(model, x_anon: torch.Tensor, key=None) -> dict[str, torch.Tens
     return {"images": images, "bits": bits, "code": code, "opened": opened, "f_id_decoded": f_dec}
 
 
+@torch.no_grad()
 def run_paths(model, images: torch.Tensor, seed: int = 0, batch_size: int = 32, progress: bool = False,
               as_image: bool = True, key=None) -> dict[str, torch.Tensor]:
     """Anonymize (fake identity noise from ``seed``) then recover (bits read by E_P) ``images`` (N,3,R,R).

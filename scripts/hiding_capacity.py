@@ -7,10 +7,10 @@ StyleGAN2 synthesis, LR_OTHER for the rest), and prints E_P's training bit accur
     OVR='{"password_map": "spatial", "code_bits": 64, "carrier_bits": 128}' \\
         .venv/bin/python scripts/hiding_capacity.py STEPS [W_ANON=0.1] [LR_OTHER=1e-3] [GENERATOR_CKPT]
 
-``OVR``: DRDPGANConfig overrides (JSON). ``PRECISION=fp32``: no bf16 autocast. ``GENERATOR_CKPT``: a StyleGAN2 training checkpoint whose G_ema to
-use (default: the profile's shipped generator). Session 7 measured (GENERATOR_CKPT = the cpu run's
-ckpt_0012000.pt, whose G_ema the shipped file stores in fp16), bit accuracy after 200 steps: 0.50 / 0.66 /
-0.93 for 512 / 256 / 128 carrier bits with the spatial map (README, "DR-DPGAN itself").
+``OVR``: DRDPGANConfig overrides (JSON). ``PRECISION=fp32``: no bf16 autocast. ``GRID=PATH``: at the end, save six
+faces and their anonymized versions to PATH and print their L1. ``GENERATOR_CKPT``: a StyleGAN2 training checkpoint
+whose G_ema to use (default: the profile's shipped generator; the README's table used the cpu run's
+ckpt_0012000.pt, whose G_ema the shipped file stores in fp16). The measurements: README, "DR-DPGAN itself".
 """
 import json
 import os
@@ -72,5 +72,5 @@ if os.environ.get("GRID"):  # anonymized faces beside the originals, for a look
     with torch.no_grad():
         x = torch.stack([data[i]["image"] for i in range(6)])
         a = m.anonymize(x, seed=0, carrier=random_carrier(m, 6, make_generator(7)))["images"].clamp(-1, 1)
-    print(f"held-out-free check on 6 training faces: anonymization L1 {float((a - x).abs().mean()):.3f}")
+    print(f"6 training faces: anonymization L1 {float((a - x).abs().mean()):.3f}")
     viz.image_grid([list(x), list(a)], row_titles=["original", "anonymized"]).savefig(os.environ["GRID"], dpi=80)

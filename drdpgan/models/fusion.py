@@ -57,8 +57,8 @@ class AdaptiveMaskFusion(nn.Module):
             self.mask = nn.Conv2d(3 * channels, channels, 1)  # Eq. 6
             nn.init.zeros_(self.mask.weight)
             nn.init.constant_(self.mask.bias, mask_bias)
-        # Start with a small password term so a pretrained generator's output is barely moved (std 0.01); a
-        # louder start (0.1) opens the hiding channel sooner (DRDPGANConfig.password_init_std, README)
+        # Start with a small password term so a pretrained generator's output is barely moved
+        # (DRDPGANConfig.password_init_std; the README measures 0.01, 0.03 and 0.1, whose blocks cover the image)
         nn.init.normal_(self.hide.weight, std=hide_init_std)
         nn.init.zeros_(self.hide.bias)
 
