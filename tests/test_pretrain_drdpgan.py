@@ -144,3 +144,17 @@ def test_fusion_mask_bias_sets_where_eq6s_mask_starts():
         with torch.no_grad():
             masks = DRDPGAN(cfg, m.generator, m.identity_encoder, m.prior3d).eval().anonymize(x, seed=0)["masks"]
         assert masks and all(torch.allclose(v, torch.full_like(v, 1 / (1 + np.exp(-bias)))) for v in masks.values())
+
+
+def test_password_map_upsample_bilinear_smooths_the_plane_between_cells():
+    from drdpgan.models.fusion import AdaptiveMaskFusion
+
+    plane = torch.zeros(1, 2, 2, 2)
+    plane[:, :, 0, 0] = 1.0  # one lit cell of a 2 x 2 plane
+    near = AdaptiveMaskFusion(4, 8, use_encoder=False, map_channels=2)
+    bil = AdaptiveMaskFusion(4, 8, use_encoder=False, map_channels=2, map_upsample="bilinear")
+    bil.load_state_dict(near.state_dict())
+    a, b = near.password_map(plane, 8, 8), bil.password_map(plane, 8, 8)
+    assert len(torch.unique(a[0, 0])) == 2 and len(torch.unique(b[0, 0])) > 2  # steps against a ramp
+    with pytest.raises(ValueError, match="map_upsample"):
+        AdaptiveMaskFusion(4, 8, map_channels=2, map_upsample="cubic")

@@ -60,6 +60,7 @@ class DRDPGANConfig:
     password_map: str = "tiled"
     password_map_channels: int = 16
     password_map_size: int = 8
+    password_map_upsample: str = "nearest"  # how the plane is upsampled to each block: "nearest" | "bilinear"
     # std of E_Ste's conv1x1(Password) weights at initialisation (drdpgan.models.fusion.AdaptiveMaskFusion):
     # how loud the password is in a pretrained generator's output before training
     password_init_std: float = 0.01
@@ -146,7 +147,8 @@ class DRDPGAN(nn.Module):
         self.fusion = nn.ModuleDict({
             str(r): AdaptiveMaskFusion(c, cfg.hidden_bits, use_encoder=cfg.use_encoder_control,
                                        map_channels=cfg.password_map_channels if spatial else None,
-                                       hide_init_std=cfg.password_init_std, mask_bias=cfg.fusion_mask_bias)
+                                       hide_init_std=cfg.password_init_std, mask_bias=cfg.fusion_mask_bias,
+                                       map_upsample=cfg.password_map_upsample)
             for r, c in inject})
 
     # ------------------------------------------------------------------ bookkeeping

@@ -48,10 +48,13 @@ class AdaptiveMaskFusion(nn.Module):
     ``map_channels``, a :class:`PasswordMap` of that many channels)."""
 
     def __init__(self, channels: int, code_bits: int, use_encoder: bool = True, mask_bias: float = 0.0,
-                 map_channels: int | None = None, hide_init_std: float = 0.01):
+                 map_channels: int | None = None, hide_init_std: float = 0.01, map_upsample: str = "nearest"):
         super().__init__()
         self.channels, self.code_bits, self.use_encoder = channels, code_bits, use_encoder
         self.spatial = map_channels is not None
+        if map_upsample not in ("nearest", "bilinear"):
+            raise ValueError(f"map_upsample must be 'nearest' or 'bilinear', got {map_upsample!r}")
+        self.map_upsample = map_upsample
         self.hide = nn.Conv2d(map_channels if self.spatial else code_bits, channels, 1)  # conv1x1(Password)
         if use_encoder:
             self.mask = nn.Conv2d(3 * channels, channels, 1)  # Eq. 6
@@ -65,7 +68,8 @@ class AdaptiveMaskFusion(nn.Module):
     def password_map(self, password: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """(B, l) bits in {0,1} (or a (B, P, s, s) password map) -> F_hide (B, C, H, W)."""
         if self.spatial:
-            return self.hide(torch.nn.functional.interpolate(password, size=(height, width), mode="nearest"))
+            kw = {"align_corners": False} if self.map_upsample == "bilinear" else {}
+            return self.hide(torch.nn.functional.interpolate(password, size=(height, width), mode=self.map_upsample, **kw))
         p = (password.float() * 2 - 1)[:, :, None, None]  # (B, l, 1, 1), tiled by broadcasting
         return self.hide(p).expand(-1, -1, height, width)
 
