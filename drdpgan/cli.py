@@ -221,16 +221,6 @@ def check_key(model, key) -> None:
                          "anyone who has the model can recover its faces")
 
 
-def seal_carrier(model, x: torch.Tensor, key) -> torch.Tensor | None:
-    """The bits a keyed model hides for the faces ``x`` (B,3,R,R): each identity code sealed with ``key``
-    and a fresh random nonce (:func:`drdpgan.password.seal_batch`); None for the paper's layout."""
-    from .password import seal_batch
-
-    if not model.cfg.keyed:
-        return None
-    return seal_batch(model.password(model.identity(x)), key, model.cfg.payload_layout())  # (B, hidden_bits)
-
-
 def open_carrier(model, bits: torch.Tensor, key, render_wrong_key: bool = False) -> tuple[torch.Tensor, list[str]]:
     """The identity code (1, code_bits) in the carrier ``bits`` (1, hidden_bits) E_P read, and notes;
     :class:`PasswordRejected` when it does not open (``render_wrong_key``: a wrong key's decryption is
@@ -252,8 +242,9 @@ def open_carrier(model, bits: torch.Tensor, key, render_wrong_key: bool = False)
 def anonymize_files(model, src: Path, out: Path, seed: int = 0, aligned: bool = False, paste_back: bool = False,
                     overwrite: bool = False, debug: bool = False, key=None) -> list[FileResult]:
     """Anonymize every image of ``src`` into ``out``; one :class:`FileResult` per input. A keyed model
-    hides each face's identity code sealed with ``key`` (:func:`seal_carrier`)."""
+    hides each face's identity code sealed with ``key`` (:func:`drdpgan.protocol.seal_carrier`)."""
     from .data.align import FaceAligner, paste_back as paste, similarity_matrix
+    from .protocol import seal_carrier
 
     R = model.cfg.resolution
     aligner = None if aligned else FaceAligner(size=R)
@@ -268,7 +259,7 @@ def anonymize_files(model, src: Path, out: Path, seed: int = 0, aligned: bool = 
             notes += more
         x = to_tensor(img, R)
         with torch.no_grad():
-            a = model.anonymize(x, seed=seed, carrier=seal_carrier(model, x, key))
+            a = model.anonymize(x, seed=seed, carrier=seal_carrier(model, x, key))  # fresh nonces
         face = to_image(a["images"][0])
         if paste_back and info is not None:
             m = similarity_matrix(info["landmarks"], R, aligner.margin)

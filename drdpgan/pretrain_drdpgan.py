@@ -232,14 +232,11 @@ def anonymized_realism(model, faces: dict, evaluator, n: int = 2048) -> dict[str
 
 def _anonymize_sealed(model, x: torch.Tensor, gen, rng=None, seed: int | None = None):
     """``(x_anon saved as 8-bit, carrier, code, f_id)``; a keyed model's code sealed with :data:`EVAL_KEY`."""
-    from .password import seal_batch
-    from .protocol import as_saved_image
+    from .protocol import as_saved_image, seal_carrier
 
-    code = model.password(model.identity(x))  # (B, code_bits)
-    layout, carrier = model.cfg.payload_layout(), None
-    if layout is not None:
-        carrier = seal_batch(code, EVAL_KEY, layout, rng or np.random.default_rng(0))
-    a = model.anonymize(x, generator=gen, seed=seed, carrier=carrier)
+    a = model.anonymize(x, generator=gen, seed=seed, carrier=seal_carrier(model, x, EVAL_KEY,
+                                                                         rng or np.random.default_rng(0)))
+    code = a["password"]  # (B, code_bits)
     return as_saved_image(a["images"]), a["carrier"], code, a["f_id"]
 
 

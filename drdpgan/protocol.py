@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from .experiment import TrainedDRDPGAN
 
 __all__ = [
-    "protocol_split", "as_saved_image", "as_jpeg", "recover_saved", "run_paths", "protocol_outputs",
+    "protocol_split", "as_saved_image", "as_jpeg", "seal_carrier", "recover_saved", "run_paths", "protocol_outputs",
     "TensorFaceDataset", "table1_classifier_protocol", "classifier_configs",
     "table2_metrics", "table3_metrics",
     "ABLATIONS", "ablation_result",
@@ -118,6 +118,17 @@ def _measurement_key(key):
     return key
 
 
+def seal_carrier(model, x: torch.Tensor, key, rng: np.random.Generator | None = None) -> torch.Tensor | None:
+    """The bits a keyed model hides for the faces ``x`` (B,3,R,R): each identity code sealed with ``key``
+    (:func:`drdpgan.password.seal_batch`; nonces fresh random bytes, or drawn from ``rng`` for reproducible
+    measurements), (B, hidden_bits); None for the paper's layout."""
+    from .password import seal_batch
+
+    if not model.cfg.keyed:
+        return None
+    return seal_batch(model.password(model.identity(x)), key, model.cfg.payload_layout(), rng)
+
+
 @torch.no_grad()
 def recover_saved(model, x_anon: torch.Tensor, key=None) -> dict[str, torch.Tensor]:
     """Recovery from anonymized images ``x_anon`` (B,3,R,R) as they were saved: E_P reads the bits; a keyed
@@ -168,11 +179,8 @@ def run_paths(model, images: torch.Tensor, seed: int = 0, batch_size: int = 32, 
     """
     from tqdm.auto import tqdm
 
-    from .password import seal_batch
-
     model.eval()
     gen = make_generator(int(seed))
-    layout = model.cfg.payload_layout()
     key = _measurement_key(key)
     rng = np.random.default_rng(int(seed))  # a keyed model's nonces
     keys = ("anonymized", "recovered", "bits_true", "bits_read", "code_true", "code_read", "opened", "f_id", "f_fake",
@@ -180,8 +188,7 @@ def run_paths(model, images: torch.Tensor, seed: int = 0, batch_size: int = 32, 
     out: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
     for s in tqdm(range(0, len(images), batch_size), disable=not progress, desc="anonymize+recover"):
         x = images[s:s + batch_size].float()
-        carrier = None if layout is None else seal_batch(model.password(model.identity(x)), key, layout, rng)  # (B, n)
-        a = model.anonymize(x, generator=gen, carrier=carrier)
+        a = model.anonymize(x, generator=gen, carrier=seal_carrier(model, x, key, rng))
         x_anon = as_saved_image(a["images"]) if as_image else a["images"]
         r = recover_saved(model, x_anon, key)
         for k, v in (("anonymized", x_anon), ("recovered", r["images"]), ("bits_true", a["carrier"]),
