@@ -119,6 +119,19 @@ def test_extractor_shapes_and_information_loss():
     assert not torch.equal(add_channel_noise(x, 0.1, make_generator(0)), x)
 
 
+def test_extractor_layout_head_stops_at_the_plane_and_refuses_bad_sizes():
+    """head="layout": the blocks end at s x s and a conv1x1 predicts the BitLayout plane's slots."""
+    cfg = ExtractorConfig(resolution=32, code_bits=20, base_channels=8, max_channels=16, head="layout",
+                          layout_channels=2, layout_size=8)
+    ext = PasswordExtractor(cfg)
+    assert ext(torch.zeros(2, 3, 32, 32)).shape == (2, 20)
+    assert ext.features(torch.zeros(1, 3, 32, 32)).shape[-1] == 8  # two stride-2 blocks, not three
+    with pytest.raises(ValueError, match="power of two"):
+        PasswordExtractor(ExtractorConfig(resolution=32, code_bits=20, head="layout", layout_size=32))
+    with pytest.raises(ValueError, match="head"):
+        PasswordExtractor(ExtractorConfig(resolution=32, code_bits=20, head="dense"))
+
+
 # ----------------------------------------------------------------- Eq. 6-7
 
 

@@ -127,6 +127,37 @@ def test_spatial_password_map_option_carries_gradients_to_its_plane():
     assert tiny_model(32).password_plane is None  # the paper's tiled layout
 
 
+def test_bit_layout_deals_every_bit_slots_and_reads_them_back():
+    """BitLayout: each bit holds P s^2 / l slots (+-1), the same seeded layout every time, and read() inverts it."""
+    from drdpgan.models.fusion import BitLayout
+
+    lay = BitLayout(24, channels=4, size=4)  # 64 slots for 24 bits: 2 or 3 each
+    assert sorted(set(lay.slots_per_bit.tolist())) == [2.0, 3.0] and int(lay.slots_per_bit.sum()) == 64
+    assert torch.equal(lay.slot_bit, BitLayout(24, channels=4, size=4).slot_bit)
+    assert not torch.equal(lay.slot_bit, BitLayout(24, channels=4, size=4, seed=1).slot_bit)
+    bits = (torch.rand(3, 24, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    plane = lay(bits)
+    assert plane.shape == (3, 4, 4, 4) and set(plane.unique().tolist()) == {-1.0, 1.0}
+    assert torch.equal(lay.read(plane), bits * 2 - 1)
+    assert "slot_bit" not in lay.state_dict()  # rebuilt from its seed, not stored
+    with pytest.raises(ValueError, match="slots"):
+        BitLayout(100, channels=1, size=8)
+
+
+def test_layout_password_map_pairs_the_generator_plane_with_the_extractor_head():
+    """password_map="layout": a fixed plane into E_Ste's conv1x1 and an E_P that predicts that plane's slots."""
+    m = tiny_model(32, password_map="layout", password_map_channels=4, password_map_size=8)
+    assert m.extractor.layout is not None and torch.equal(m.extractor.layout.slot_bit, m.password_plane.slot_bit)
+    assert all(f.spatial and f.hide.in_channels == 4 for f in m.fusion.values())
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    a = m.anonymize(x, seed=0)
+    logits = m.extractor(a["images"])
+    assert logits.shape == (2, 24)
+    logits.square().mean().backward()
+    assert all(f.hide.weight.grad.abs().sum() > 0 for f in m.fusion.values())
+    assert m.extractor.head.weight.grad.abs().sum() > 0
+
+
 def test_demo_render_ws_is_the_models_pass_with_a_spatial_password_map():
     """demo.render_ws goes through DRDPGAN.render, so it lays out a spatial password map as anonymize does."""
     from drdpgan.demo import render_ws

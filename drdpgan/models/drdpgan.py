@@ -38,7 +38,7 @@ from .binary_code import BinaryCodeConfig, BinaryCodeDecoder, BinaryCodeMapping
 from .encoder import EncoderConfig, MultiScaleEncoder
 from .extractor import ExtractorConfig, PasswordExtractor
 from .fake_identity import FakeIdentityConfig, FakeIdentityGenerator
-from .fusion import AdaptiveMaskFusion, PasswordMap
+from .fusion import AdaptiveMaskFusion, BitLayout, PasswordMap
 from .latent_mapper import LEVELS, LatentMapper, LatentMapperConfig, concat_features
 
 
@@ -56,7 +56,8 @@ class DRDPGANConfig:
     payload_bch_t: int = 16  # a keyed model's BCH correction capacity (drdpgan.password.PayloadLayout.bch_t)
     payload_tag_bits: int = 32  # its authentication tag (PayloadLayout.tag_bits): forgery odds 2**-tag_bits
     # how the password enters E_Ste (drdpgan.models.fusion): "tiled" (the paper: the bit vector over H x W,
-    # conv1x1) or "spatial" (a linear map of the bits to a P x s x s plane, upsampled, conv1x1)
+    # conv1x1), "spatial" (a linear map of the bits to a P x s x s plane, upsampled, conv1x1) or "layout" (a
+    # fixed BitLayout of the bits over that plane, and E_P reads each bit from its slots: ExtractorConfig.head)
     password_map: str = "tiled"
     password_map_channels: int = 16
     password_map_size: int = 8
@@ -130,7 +131,9 @@ class DRDPGAN(nn.Module):
         self.decoder = BinaryCodeDecoder(bcfg)
         self.extractor = PasswordExtractor(ExtractorConfig(
             resolution=cfg.resolution, code_bits=cfg.hidden_bits, base_channels=cfg.extractor_base_channels,
-            max_channels=cfg.extractor_max_channels, noise_sigma=cfg.extractor_noise_sigma))
+            max_channels=cfg.extractor_max_channels, noise_sigma=cfg.extractor_noise_sigma,
+            head="layout" if cfg.password_map == "layout" else "linear",
+            layout_channels=cfg.password_map_channels, layout_size=cfg.password_map_size))
         self.mapper = LatentMapper(LatentMapperConfig(
             in_dim=cfg.identity_dim + cfg.n_expression + cfg.n_pose, w_dim=generator.w_dim,
             hidden_dim=cfg.mapper_hidden, layers=cfg.mapper_layers,
@@ -139,11 +142,12 @@ class DRDPGAN(nn.Module):
         self.encoder = MultiScaleEncoder(EncoderConfig(
             resolution=cfg.resolution, targets=inject, base_channels=cfg.encoder_base_channels,
             max_channels=cfg.encoder_max_channels)) if cfg.use_encoder_control else None
-        if cfg.password_map not in ("tiled", "spatial"):
-            raise ValueError(f"password_map must be 'tiled' or 'spatial', got {cfg.password_map!r}")
-        spatial = cfg.password_map == "spatial"
-        self.password_plane = PasswordMap(cfg.hidden_bits, cfg.password_map_channels, cfg.password_map_size) \
-            if spatial else None
+        if cfg.password_map not in ("tiled", "spatial", "layout"):
+            raise ValueError(f"password_map must be 'tiled', 'spatial' or 'layout', got {cfg.password_map!r}")
+        spatial = cfg.password_map != "tiled"
+        plane = {"spatial": PasswordMap, "layout": BitLayout}.get(cfg.password_map)
+        self.password_plane = plane(cfg.hidden_bits, cfg.password_map_channels, cfg.password_map_size) \
+            if plane else None
         self.fusion = nn.ModuleDict({
             str(r): AdaptiveMaskFusion(c, cfg.hidden_bits, use_encoder=cfg.use_encoder_control,
                                        map_channels=cfg.password_map_channels if spatial else None,

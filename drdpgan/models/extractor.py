@@ -2,7 +2,9 @@
 
 E_P is "a multi-layer convolutional network" from the (anonymized) image to the hidden bits.
 Here: strided conv blocks (conv-BN-LeakyReLU) down to 4x4 and a linear layer from the
-flattened 4x4 map to ``code_bits`` logits; a bit is read as ``logit >= 0``.
+flattened 4x4 map to ``code_bits`` logits; a bit is read as ``logit >= 0``. With ``head="layout"``
+(the generator lays the bits out with a :class:`~drdpgan.models.fusion.BitLayout`), the blocks stop at the
+layout's s x s, a conv1x1 predicts every slot of the plane, and a bit's logit is the mean of its slots.
 
 Information hiding loss::
 
@@ -30,6 +32,9 @@ class ExtractorConfig:
     base_channels: int = 32
     max_channels: int = 256
     noise_sigma: float = 0.02  # sigma of eps in Eq. 13 (images in [-1, 1])
+    head: str = "linear"  # "linear" (4x4 map -> bits) | "layout" (s x s plane of BitLayout slots -> bits)
+    layout_channels: int = 16  # the BitLayout plane (head "layout")
+    layout_size: int = 8
 
 
 class PasswordExtractor(nn.Module):
@@ -38,9 +43,12 @@ class PasswordExtractor(nn.Module):
     def __init__(self, cfg: ExtractorConfig | None = None):
         super().__init__()
         self.cfg = cfg = cfg or ExtractorConfig()
-        n_down = int(math.log2(cfg.resolution)) - 2  # R -> 4x4
-        if 2 ** (n_down + 2) != cfg.resolution or n_down < 1:
-            raise ValueError(f"resolution must be a power of two >= 8, got {cfg.resolution}")
+        if cfg.head not in ("linear", "layout"):
+            raise ValueError(f"extractor head must be 'linear' or 'layout', got {cfg.head!r}")
+        end = 4 if cfg.head == "linear" else cfg.layout_size  # R -> 4x4 (linear) or s x s (layout)
+        n_down = int(round(math.log2(cfg.resolution / end)))
+        if 2 ** int(math.log2(cfg.resolution)) != cfg.resolution or end * 2 ** n_down != cfg.resolution or n_down < 1:
+            raise ValueError(f"resolution must be a power of two >= 2 x {end}, got {cfg.resolution}")
         layers: list[nn.Module] = [nn.Conv2d(3, cfg.base_channels, 3, padding=1), nn.LeakyReLU(0.2)]
         ch = cfg.base_channels
         for _ in range(n_down):
@@ -51,12 +59,22 @@ class PasswordExtractor(nn.Module):
             ]
             ch = out
         self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(ch * 16, cfg.code_bits)  # the 4x4 map keeps where bits were hidden
+        if cfg.head == "linear":
+            self.head = nn.Linear(ch * 16, cfg.code_bits)  # the 4x4 map keeps where bits were hidden
+            self.layout = None
+        else:
+            from .fusion import BitLayout
+
+            self.head = nn.Conv2d(ch, cfg.layout_channels, 1)  # a logit per slot of the plane
+            self.layout = BitLayout(cfg.code_bits, cfg.layout_channels, cfg.layout_size)
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         if img.shape[-1] != self.cfg.resolution:
             raise ValueError(f"extractor built for {self.cfg.resolution} px, got {img.shape[-1]} px")
-        return self.head(self.features(img).flatten(1))  # (B, code_bits)
+        h = self.features(img)
+        if self.layout is not None:
+            return self.layout.read(self.head(h))  # (B, P, s, s) -> (B, code_bits)
+        return self.head(h.flatten(1))  # (B, code_bits)
 
     @staticmethod
     def bits(logits: torch.Tensor) -> torch.Tensor:
