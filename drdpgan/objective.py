@@ -111,7 +111,8 @@ def generator_objective(model: DRDPGAN, C: nn.Module, critic: nn.Module, x: torc
         # recovery pass and no judges, about half a full step
         ramp = min(1.0, max(0.0, (step - warm / 2) / (warm / 2))) if cfg.hiding_warmup_l1_ramp else 1.0
         terms = {"ano_info": information_hiding_loss(logits_bits, hidden), "anon_pixel": (x_anon - x).abs().mean()}
-        return {"loss_G": w.info * terms["ano_info"] + ramp * cfg.w_anon_pixel * terms["anon_pixel"], "terms": terms,
+        w_l1 = cfg.w_anon_pixel if cfg.hiding_warmup_w_anon_pixel is None else cfg.hiding_warmup_w_anon_pixel
+        return {"loss_G": w.info * terms["ano_info"] + ramp * w_l1 * terms["anon_pixel"], "terms": terms,
                 "warmup": True, "x_anon": x_anon, "bits": bits, "carrier": hidden, "logits_bits": logits_bits,
                 "f_id": f_id, "f_fake": f_fake}
     ano = {

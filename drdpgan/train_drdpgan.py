@@ -161,6 +161,9 @@ class DRDPGANTrainConfig(DictConfig):
         ramped in over the second; False, it stays at ``w_anon_pixel`` throughout the warm-up (the schedule of
         ``scripts/hiding_capacity.py``). With L_info alone the generator's output drifts away from any image
         (anonymization L1 0.81 -> 2.03 over the first 250 steps of cpu run 3; run 2 diverged the same way).
+    hiding_warmup_w_anon_pixel: the anonymization L1's weight during the warm-up; None, ``w_anon_pixel`` (one
+        weight throughout). A heavy L1 keeps the faces intact while the channel opens; after it, the identity
+        losses need room to change the face.
     critic_*: :class:`~drdpgan.models.critic.CriticConfig` sizes.
     stop_after / max_seconds: end *this call* after that many steps / seconds with a checkpoint
         (simulates a kill in tests; budgets long runs). Not part of the run's identity.
@@ -196,6 +199,7 @@ class DRDPGANTrainConfig(DictConfig):
     distortions_from: int = 0
     hiding_warmup_steps: int = 0
     hiding_warmup_l1_ramp: bool = True
+    hiding_warmup_w_anon_pixel: float | None = None
     critic_base_channels: int = 16
     critic_max_channels: int = 128
     critic_highpass: bool = True

@@ -207,3 +207,21 @@ def test_hiding_warmup_without_the_ramp_keeps_the_anonymization_l1_from_step_one
     df = pd.read_csv(tmp_path / "losses.csv")
     want = 5 * df["ano_info"] + 0.5 * df["anon_pixel"]
     assert df["loss_G"].tolist() == pytest.approx(want.tolist(), rel=1e-5)
+
+
+def test_hiding_warmup_w_anon_pixel_weighs_the_warmup_l1_and_leaves_the_joint_steps_alone(tmp_path, data):
+    """hiding_warmup_w_anon_pixel: the warm-up's L1 weight; the joint steps keep w_anon_pixel."""
+    cfg = tiny_cfg(steps=3, hiding_warmup_steps=2, hiding_warmup_l1_ramp=False, r1_every=0, w_anon_pixel=0.5,
+                   hiding_warmup_w_anon_pixel=2.0)
+    train_drdpgan(tiny_model(), data, cfg, tmp_path / "a", progress=False)
+    df = pd.read_csv(tmp_path / "a" / "losses.csv")
+    want = 5 * df.loc[:1, "ano_info"] + 2.0 * df.loc[:1, "anon_pixel"]
+    assert df.loc[:1, "loss_G"].tolist() == pytest.approx(want.tolist(), rel=1e-5)
+    j = df.loc[2]  # the joint step: Eq. 16 for both processes + the extras at their weights, L1 at w_anon_pixel
+    joint = (j.ano_adv + j.ano_dic + j.ano_id + 5 * j.ano_info + j.rec_adv + j.rec_dic + j.rec_id
+             + cfg.w_code * j.code + cfg.w_rec_pixel * j.rec_pixel + 0.5 * j.anon_pixel)
+    assert j.loss_G == pytest.approx(joint, rel=1e-5)
+    same = tiny_cfg(steps=3, hiding_warmup_steps=2, hiding_warmup_l1_ramp=False, r1_every=0, w_anon_pixel=0.5)
+    train_drdpgan(tiny_model(), data, same, tmp_path / "b", progress=False)
+    other = pd.read_csv(tmp_path / "b" / "losses.csv")
+    assert df.loc[:1, "loss_G"].tolist() != pytest.approx(other.loc[:1, "loss_G"].tolist(), rel=1e-5)
