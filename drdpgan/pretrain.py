@@ -656,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("checkpoints", "stages", "train_priors", "train_stylegan2", "verification", "landmark_labels",
                  "shipped", "data.datasets", "data.world", "data.real", "models.facenet", "models.identity",
                  "models.prior3d", "models.stylegan2", "models.discriminator", "models.drdpgan", "train_drdpgan",
-                 "objective", "hiding", "password", "pretrain_drdpgan", "protocol", "evaluate"):
+                 "objective", "hiding", "password", "pretrain_drdpgan", "protocol", "evaluate", "latent_inversion"):
         importlib.import_module(f"{__package__}.{name}")
 
     if a.threads > 0:
