@@ -121,7 +121,9 @@ def generator_objective(model: DRDPGAN, C: nn.Module, critic: nn.Module, x: torc
         "id": identity_loss_anonymize(e_anon, f_id, f_fake),  # Eq. 11
         "info": information_hiding_loss(logits_bits, hidden),  # Eq. 15
     }
-    r = recover_teacher_forced(model, x_anon, bits, hidden)
+    # G2Face's teacher forcing also detaches the anonymized image: recovery's losses then train the recovery
+    # path only, not the anonymizer (DRDPGANTrainConfig.recover_detached; False, gradients flow through x_anon)
+    r = recover_teacher_forced(model, x_anon.detach() if cfg.recover_detached else x_anon, bits, hidden)
     x_rec = r["images"]  # (B, 3, R, R)
     e_rec = model.identity_encoder(x_rec)
     rec = {

@@ -3,11 +3,13 @@
     python -m drdpgan.pretrain drdpgan --profile cpu [--steps N] [--threads 2]
 
 Like the priors (:mod:`drdpgan.pretrain`), the run lives in ``artifacts/pretrain/<profile>/drdpgan/``,
-resumes from its last checkpoint, and appends a provenance line per start. Two stages:
+resumes from its last checkpoint, and appends a provenance line per start. The stages:
 
 1. **Binary code mapping** (Eq. 2-4) and decoder trained on the identity embeddings ``F_id`` of
    the training faces (:func:`drdpgan.hiding.train_binary_code`, dropout 0.5 as Sec. 3.4.1), then
    kept fixed (``freeze_code_mapping``; notebook 09 does the same, :mod:`drdpgan.experiment`).
+1b. **E_MLP inversion** (recipe ``mapper_init``; a departure): the mapper of Eq. 5 fitted to invert the
+   generator's own faces (:func:`drdpgan.latent_inversion.init_mapper`), cached in ``mapper_init.pt``.
 2. **Joint training** of both paths (:func:`drdpgan.train_drdpgan.train_drdpgan`, Eq. 9-17) from the
    shipped (or finished) identity encoder, 3D prior and StyleGAN2 generator; ``metrics.csv`` gets
    :func:`quick_metrics` every ``eval_every`` steps.
@@ -79,10 +81,14 @@ def _recipes() -> dict[str, dict[str, Any]]:
         # the anonymizer stayed a copy of its input, orthogonal to the fake identity in the training encoder (cos
         # 0.00 after 150 joint steps) and the same face under six noises (diversity cos 0.96); at 0.1 (run 7) it
         # turned every face into the same purple texture within 200 joint steps (anonymized-vs-original PSNR
-        # 10.2 dB); both without the mapper's inversion stage. The sharing distortions once the channel works
+        # 10.2 dB); both without the mapper's inversion stage; with it, at 0.3 (run 8), a field of colour 100 joint
+        # steps later. joint_lr_ramp_steps 200: without it the anonymization L1 jumped 0.07 -> 0.3-1.06 in the
+        # first 20 joint steps whatever loss term was off (README, scripts/joint_diagnostics.py); with it 0.074,
+        # though the faces still drift (0.34 at step 500): this recipe does not converge yet. The sharing
+        # distortions once the channel works
         "train": DRDPGANTrainConfig(steps=20000, batch_size=8, seed=0, precision="bf16", freeze_code_mapping=True,
                                     w_anon_pixel=0.3, hiding_warmup_w_anon_pixel=1.0, hiding_warmup_steps=300,
-                                    hiding_warmup_l1_ramp=False,
+                                    hiding_warmup_l1_ramp=False, joint_lr_ramp_steps=200,
                                     distortions=("none", "quantize", "jpeg", "resize"), distortions_from=1500,
                                     log_every=10, checkpoint_every=100, keep_checkpoints=2, eval_every=250),
         "init_seed": 0,  # the fresh components' initialisation

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pandas as pd
 import pytest
@@ -225,3 +226,41 @@ def test_hiding_warmup_w_anon_pixel_weighs_the_warmup_l1_and_leaves_the_joint_st
     train_drdpgan(tiny_model(), data, same, tmp_path / "b", progress=False)
     other = pd.read_csv(tmp_path / "b" / "losses.csv")
     assert df.loc[:1, "loss_G"].tolist() != pytest.approx(other.loc[:1, "loss_G"].tolist(), rel=1e-5)
+
+
+@pytest.mark.parametrize("detached", [False, True])
+def test_recover_detached_keeps_recovery_gradients_off_the_anonymized_image(detached):
+    """recover_detached (G2Face's teacher forcing): the recovery losses do not reach x_anon; by default they do."""
+    from drdpgan.models.discriminator import StyleGAN2Discriminator
+    from drdpgan.objective import generator_objective
+
+    m = tiny_model().train()
+    C = StyleGAN2Discriminator(m.generator.cfg)
+    critic = SteganalysisCritic(CriticConfig(resolution=RES, base_channels=4, max_channels=8))
+    x = torch.rand(2, 3, RES, RES) * 2 - 1
+    o = generator_objective(m, C, critic, x, tiny_cfg(recover_detached=detached), step=0, sigma=0.0)
+    o["x_anon"].retain_grad()
+    (o["terms"]["rec_pixel"] + o["terms"]["rec_id"]).backward()
+    g = o["x_anon"].grad
+    assert (g is None or float(g.abs().sum()) == 0) == detached
+
+
+def test_joint_lr_ramp_scales_the_generator_side_after_the_warmup_only(tmp_path, data):
+    """joint_lr_ramp_steps: lr factor 1 in the warm-up, (k+1)/ramp for the k-th joint step, then 1; the judges untouched."""
+    from drdpgan.train_drdpgan import joint_lr_factor
+
+    cfg = tiny_cfg(hiding_warmup_steps=2, joint_lr_ramp_steps=4)
+    assert [joint_lr_factor(cfg, s) for s in range(8)] == [1.0, 1.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert joint_lr_factor(tiny_cfg(), 0) == 1.0  # off by default
+    # a run stopped mid-ramp and resumed is the uninterrupted run (the factor follows from the step)
+    cfg = tiny_cfg(steps=5, hiding_warmup_steps=1, joint_lr_ramp_steps=3, r1_every=0)
+    m1, m2 = tiny_model(), tiny_model()
+    train_drdpgan(m1, data, cfg, tmp_path / "a", progress=False)
+    train_drdpgan(m2, data, dataclasses.replace(cfg, stop_after=2), tmp_path / "b", progress=False)
+    m3 = tiny_model()
+    train_drdpgan(m3, data, cfg, tmp_path / "b", progress=False)
+    assert all(torch.equal(p, q) for p, q in zip(m1.state_dict().values(), m3.state_dict().values()))
+    ramped = pd.read_csv(tmp_path / "a" / "losses.csv")["loss_G"]
+    flat = tiny_cfg(steps=5, hiding_warmup_steps=1, r1_every=0)
+    train_drdpgan(tiny_model(), data, flat, tmp_path / "c", progress=False)
+    assert ramped.tolist()[2:] != pytest.approx(pd.read_csv(tmp_path / "c" / "losses.csv")["loss_G"].tolist()[2:])

@@ -1,0 +1,37 @@
+"""What breaks the anonymized faces when DR-DPGAN's joint objective starts? (a measurement script)
+
+    .venv/bin/python scripts/joint_diagnostics.py NAME STEPS 'JSON' [RUN_DIR]
+
+Builds the cpu recipe's model, loads the code stage (``code.pt``) and E_MLP's inversion (``mapper_init.pt``) of a
+pretraining run folder (default: run 8's, ``artifacts/pretrain/cpu/drdpgan-run8-mapperinit``), and trains
+``STEPS`` steps of the recipe (its warm-up first, which is deterministic) with ``JSON`` overriding
+:class:`~drdpgan.train_drdpgan.DRDPGANTrainConfig` fields (``"weights": {"adv": 0}`` sets Eq. 16 weights;
+``"mapper": false`` keeps the untrained mapper) into ``/tmp/diag/NAME``; then prints ``quick_metrics`` on 32
+held-out faces. The README's table ("DR-DPGAN itself") came from, for example:
+
+    scripts/joint_diagnostics.py noid 400 '{"weights": {"id": 0}}'
+    scripts/joint_diagnostics.py ramp 500 '{"joint_lr_ramp_steps": 200}'
+"""
+import json
+import sys
+import time
+from dataclasses import replace
+import torch
+from drdpgan.pretrain_drdpgan import DRDPGAN_RECIPES, build_model, _faces, _sample, quick_metrics
+from drdpgan.losses import LossWeights
+from drdpgan.train_drdpgan import train_drdpgan
+torch.set_num_threads(2)
+name, steps = sys.argv[1], int(sys.argv[2])
+ovr = json.loads(sys.argv[3]); w = ovr.pop("weights", {})
+run = sys.argv[4] if len(sys.argv) > 4 else "artifacts/pretrain/cpu/drdpgan-run8-mapperinit"
+m, _ = build_model("cpu", progress=False)
+st = torch.load(f"{run}/code.pt", weights_only=True)
+m.binary_code.load_state_dict(st["mapping"]); m.decoder.load_state_dict(st["decoder"])
+if ovr.pop("mapper", True):
+    m.mapper.load_state_dict(torch.load(f"{run}/mapper_init.pt", weights_only=True))
+train, held = _faces("cpu", False)
+cfg = replace(DRDPGAN_RECIPES["cpu"]["train"], steps=steps, eval_every=0, checkpoint_every=10**6, weights=LossWeights(**w), **ovr)
+t = time.time()
+train_drdpgan(m, train, cfg, f"/tmp/diag/{name}", progress=False)
+q = quick_metrics(m, _sample(held, 32))
+print(name, {k: round(v, 3) for k, v in q.items()}, f"{time.time()-t:.0f}s", flush=True)
