@@ -72,12 +72,12 @@ def _recipes() -> dict[str, dict[str, Any]]:
         # E_MLP first fitted to invert the generator's own faces (drdpgan.latent_inversion; None: the paper's mapper
         # from scratch). Measured (4,096 faces, 256 held out): re-rendered held-out identity cosine 0.898 after 500
         # steps against 0.172 for the mean latent every untrained mapper starts at (two different faces: 0.062);
-        # later steps overfit (W-space R^2 0.27 at 500, 0.17 at 2,000)
+        # later steps overfit (W-space R^2 0.27 at 500, 0.17 at 2,000); with these 8,192 (512 held out), 0.911 at 1,000
         "mapper_init": MapperInitConfig(n_samples=8192, n_heldout=512, steps=1000, batch_size=256, eval_every=250),
         # hiding warm-up (StegaStamp) before the joint objective, with the anonymization L1 at its weight throughout
         # (with L_info alone, run 3's L1 grew 0.81 -> 2.03 in 250 steps) and that weight 1.0, not 0.1: at 0.1 the
-        # hiding loss wins and the faces dissolve (spatial map: L1 0.33-0.36 after 300 steps); 500 steps, where the
-        # layout's channel is open after 100 (300 steps); then the L1 at 0.3: at 1.0 through the joint steps (run 6)
+        # hiding loss wins and the faces dissolve (spatial map: L1 0.33-0.36 after 300 steps); 300 steps (the
+        # layout's channel is open after 100); then the L1 at 0.3: at 1.0 through the joint steps (run 6)
         # the anonymizer stayed a copy of its input, orthogonal to the fake identity in the training encoder (cos
         # 0.00 after 150 joint steps) and the same face under six noises (diversity cos 0.96); at 0.1 (run 7) it
         # turned every face into the same purple texture within 200 joint steps (anonymized-vs-original PSNR
