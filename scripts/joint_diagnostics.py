@@ -6,7 +6,8 @@ Builds the cpu recipe's model, loads the code stage (``code.pt``) and E_MLP's in
 pretraining run folder (default: run 8's, ``artifacts/pretrain/cpu/drdpgan-run8-mapperinit``), and trains
 ``STEPS`` steps of the recipe (its warm-up first, which is deterministic) with ``JSON`` overriding
 :class:`~drdpgan.train_drdpgan.DRDPGANTrainConfig` fields (``"weights": {"adv": 0}`` sets Eq. 16 weights;
-``"mapper": false`` keeps the untrained mapper) into ``/tmp/diag/NAME``; then prints ``quick_metrics`` on 32
+``"mapper": false`` keeps the untrained mapper) into ``/tmp/diag/NAME`` (the final weights in its ``model.pt``,
+which ``scripts/drdpgan_grid.py`` reads); then prints ``quick_metrics`` on 32
 held-out faces. The README's table ("DR-DPGAN itself") came from, for example:
 
     scripts/joint_diagnostics.py noid 400 '{"weights": {"id": 0}}'
@@ -33,5 +34,6 @@ train, held = _faces("cpu", False)
 cfg = replace(DRDPGAN_RECIPES["cpu"]["train"], steps=steps, eval_every=0, checkpoint_every=10**6, weights=LossWeights(**w), **ovr)
 t = time.time()
 train_drdpgan(m, train, cfg, f"/tmp/diag/{name}", progress=False)
+torch.save({"model": m.state_dict()}, f"/tmp/diag/{name}/model.pt")  # for scripts/drdpgan_grid.py
 q = quick_metrics(m, _sample(held, 32))
 print(name, {k: round(v, 3) for k, v in q.items()}, f"{time.time()-t:.0f}s", flush=True)
