@@ -6,7 +6,7 @@ Builds the cpu recipe's model, loads the code stage (``code.pt``) and E_MLP's in
 pretraining run folder (default: run 8's, ``artifacts/pretrain/cpu/drdpgan-run8-mapperinit``), and trains
 ``STEPS`` steps of the recipe (its warm-up first, which is deterministic) with ``JSON`` overriding
 :class:`~drdpgan.train_drdpgan.DRDPGANTrainConfig` fields (``"weights": {"adv": 0}`` sets Eq. 16 weights;
-``"mapper": false`` keeps the untrained mapper) into ``/tmp/diag/NAME`` (the final weights in its ``model.pt``,
+``"mapper": false`` keeps the untrained mapper) into ``artifacts/pretrain/cpu/diagnostics/NAME`` (the final weights in its ``model.pt``,
 which ``scripts/drdpgan_grid.py`` reads); then prints ``quick_metrics`` on 32
 held-out faces. The README's table ("DR-DPGAN itself") came from, for example:
 
@@ -20,6 +20,7 @@ from dataclasses import replace
 import torch
 from drdpgan.pretrain_drdpgan import DRDPGAN_RECIPES, build_model, _faces, _sample, quick_metrics
 from drdpgan.losses import LossWeights
+from drdpgan.pretrain import work_dir
 from drdpgan.train_drdpgan import train_drdpgan
 torch.set_num_threads(2)
 name, steps = sys.argv[1], int(sys.argv[2])
@@ -33,7 +34,8 @@ if ovr.pop("mapper", True):
 train, held = _faces("cpu", False)
 cfg = replace(DRDPGAN_RECIPES["cpu"]["train"], steps=steps, eval_every=0, checkpoint_every=10**6, weights=LossWeights(**w), **ovr)
 t = time.time()
-train_drdpgan(m, train, cfg, f"/tmp/diag/{name}", progress=False)
-torch.save({"model": m.state_dict()}, f"/tmp/diag/{name}/model.pt")  # for scripts/drdpgan_grid.py
+out = work_dir("cpu", "diagnostics") / name
+train_drdpgan(m, train, cfg, out, progress=False)
+torch.save({"model": m.state_dict()}, out / "model.pt")  # for scripts/drdpgan_grid.py
 q = quick_metrics(m, _sample(held, 32))
 print(name, {k: round(v, 3) for k, v in q.items()}, f"{time.time()-t:.0f}s", flush=True)
