@@ -6,12 +6,14 @@ Builds the cpu recipe's model, loads the code stage (``code.pt``) and E_MLP's in
 pretraining run folder (default: run 8's, ``artifacts/pretrain/cpu/drdpgan-run8-mapperinit``), and trains
 ``STEPS`` steps of the recipe (its warm-up first, which is deterministic) with ``JSON`` overriding
 :class:`~drdpgan.train_drdpgan.DRDPGANTrainConfig` fields (``"weights": {"adv": 0}`` sets Eq. 16 weights;
-``"mapper": false`` keeps the untrained mapper) into ``artifacts/pretrain/cpu/diagnostics/NAME`` (the final weights in its ``model.pt``,
+``"mapper": false`` keeps the untrained mapper; ``"fake": "next_face"`` replaces Alg. 1's F'_id by the identity of
+the next face in the batch) into ``artifacts/pretrain/cpu/diagnostics/NAME`` (the final weights in its ``model.pt``,
 which ``scripts/drdpgan_grid.py`` reads); then prints ``quick_metrics`` on 32
 held-out faces. The README's table ("DR-DPGAN itself") came from, for example:
 
     scripts/joint_diagnostics.py noid 400 '{"weights": {"id": 0}}'
-    scripts/joint_diagnostics.py ramp 500 '{"joint_lr_ramp_steps": 200}'
+    scripts/joint_diagnostics.py ramp 500 '{"joint_lr_ramp_steps": 200}'   (at commit 876ee26's recipe)
+    scripts/joint_diagnostics.py otherface 400 '{"fake": "next_face"}'     (at ac4c991's, which has the ramp)
 """
 import json
 import sys
@@ -25,7 +27,17 @@ from drdpgan.train_drdpgan import train_drdpgan
 torch.set_num_threads(2)
 name, steps = sys.argv[1], int(sys.argv[2])
 ovr = json.loads(sys.argv[3]); w = ovr.pop("weights", {})
-run = sys.argv[4] if len(sys.argv) > 4 else "artifacts/pretrain/cpu/drdpgan-run8-mapperinit"
+run = sys.argv[4] if len(sys.argv) > 4 else work_dir("cpu", "drdpgan-run8-mapperinit")
+if ovr.pop("fake", "alg1") == "next_face":  # F'_id := F_id of the next face in the batch (a diagnostic, not an option)
+    import torch.nn.functional as F
+
+    from drdpgan.models.fake_identity import FakeIdentityGenerator
+
+    def next_face(self, f_id, z=None, generator=None, guided=None):
+        fake = f_id.roll(1, 0)
+        return {"fake": fake, "cos": F.cosine_similarity(fake, f_id, dim=-1)}
+
+    FakeIdentityGenerator.generate = next_face
 m, _ = build_model("cpu", progress=False)
 st = torch.load(f"{run}/code.pt", weights_only=True)
 m.binary_code.load_state_dict(st["mapping"]); m.decoder.load_state_dict(st["decoder"])
