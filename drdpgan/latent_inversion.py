@@ -126,5 +126,10 @@ def init_mapper(model, cfg: MapperInitConfig, progress: bool = False) -> dict[st
         if step % cfg.eval_every == 0 or step == cfg.steps:
             hist.append(evaluate(step, float(loss.detach())))
     mapper.eval()
+    k = model.fake_identity.cfg.bank_size
+    if k > 0:  # FakeIdentityConfig.bank_size: the fakes snap to identities of the generator's training faces here
+        if k > n_train:
+            raise ValueError(f"a fake identity bank of {k} needs as many training faces, the stage has {n_train}")
+        model.fake_identity.set_bank(bank["f_id"][:k])
     return {"eval": hist, "mean_latent_id_cos": mean_cos, "random_pair_id_cos": random_cos,
             "config": cfg.to_dict()}

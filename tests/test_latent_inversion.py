@@ -32,3 +32,49 @@ def test_init_mapper_fits_the_latents_deterministically_and_reports_identity_cos
     assert not a.mapper.training
     with pytest.raises(ValueError, match="n_heldout"):
         init_mapper(a, MapperInitConfig(n_samples=8, n_heldout=8))
+
+
+def test_fake_identities_snap_to_the_bank_inside_the_band():
+    """FakeIdentityConfig.bank_size (a departure): each Alg. 1 fake becomes the nearest bank identity whose
+    cosine to F_id is in [s_min, s_max]; the bank comes from the inversion stage's training faces."""
+    import torch.nn.functional as F
+
+    from drdpgan.models.fake_identity import FakeIdentityConfig, FakeIdentityGenerator
+
+    g = FakeIdentityGenerator(FakeIdentityConfig(noise_dim=8, hidden_dim=16, identity_dim=6, steps=5, bank_size=32))
+    assert "bank" in g.state_dict() and "bank" not in FakeIdentityGenerator(FakeIdentityConfig()).state_dict()
+    f_id = F.normalize(torch.randn(4, 6, generator=torch.Generator().manual_seed(0)), dim=-1)
+    with pytest.raises(RuntimeError, match="empty"):
+        g.generate(f_id, generator=torch.Generator().manual_seed(1))
+    g.set_bank(torch.randn(32, 6, generator=torch.Generator().manual_seed(2)))
+    out = g.generate(f_id, generator=torch.Generator().manual_seed(1))
+    in_bank = (out["fake"][:, None] - g.bank[None]).abs().sum(-1).min(1).values
+    assert torch.all(in_bank < 1e-6)
+    to_real = f_id @ g.bank.T
+    has = ((to_real >= 0.1) & (to_real <= 0.4)).any(1)
+    assert torch.all(out["in_band"][has])  # where the bank has an identity in the band, the fake is one
+    assert torch.equal(out["fake"], g.generate(f_id, generator=torch.Generator().manual_seed(1))["fake"])
+    with pytest.raises(ValueError, match="bank holds"):
+        g.set_bank(torch.randn(3, 6))
+    m = tiny_model(32)
+    m.fake_identity = FakeIdentityGenerator(FakeIdentityConfig(**{**m.fake_identity.cfg.__dict__, "bank_size": 8}))
+    init_mapper(m, MapperInitConfig(n_samples=24, n_heldout=8, steps=2, batch_size=8, eval_every=2))
+    assert float(m.fake_identity.bank.abs().sum()) > 0
+    assert m.anonymize(torch.rand(2, 3, 32, 32) * 2 - 1, seed=0)["images"].shape == (2, 3, 32, 32)
+
+
+def test_a_model_with_a_fake_identity_bank_saves_and_loads_it(tmp_path):
+    import dataclasses
+
+    from drdpgan.checkpoints import load_model, save_drdpgan
+    from drdpgan.models.drdpgan import DRDPGAN
+    from drdpgan.models.fake_identity import FakeIdentityConfig
+
+    m = tiny_model(32)
+    cfg = dataclasses.replace(m.cfg, fake=FakeIdentityConfig(**{**m.cfg.fake.__dict__, "bank_size": 8}))
+    banked = DRDPGAN(cfg, m.generator, m.identity_encoder, m.prior3d)
+    banked.fake_identity.set_bank(torch.randn(8, 32, generator=torch.Generator().manual_seed(0)))
+    save_drdpgan(tmp_path / "m.pt", banked)
+    loaded, _ = load_model(tmp_path / "m.pt")
+    assert loaded.fake_identity.cfg.bank_size == 8
+    assert torch.equal(loaded.fake_identity.bank, banked.fake_identity.bank)

@@ -41,6 +41,9 @@ class FakeIdentityConfig:
     steps: int = 50  # T_g
     lr: float = 0.5  # eta (plain gradient descent on the per-sample copy)
     guided: bool = True  # "control part of F_id in the FIG" (ablation switch)
+    # a departure (0: the paper): snap each fake to the nearest of ``bank_size`` stored identities (the pretrained
+    # generator's own faces, drdpgan.latent_inversion) whose cosine to F_id is in the band; see snap_to_bank
+    bank_size: int = 0
 
 
 def band_hinge(s: torch.Tensor, s_min: float, s_max: float) -> torch.Tensor:
@@ -56,6 +59,30 @@ class FakeIdentityGenerator(nn.Module):
         self.cfg = cfg = cfg or FakeIdentityConfig()
         self.fc1 = nn.Linear(cfg.noise_dim, cfg.hidden_dim)
         self.fc2 = nn.Linear(cfg.hidden_dim, cfg.identity_dim)
+        if cfg.bank_size > 0:  # only then a state-dict key, so models without a bank load as before
+            self.register_buffer("bank", torch.zeros(cfg.bank_size, cfg.identity_dim))
+
+    def set_bank(self, identities: torch.Tensor) -> None:
+        """Store ``bank_size`` identity embeddings (N, D) to snap fakes to (unit-normalised here)."""
+        if self.cfg.bank_size <= 0 or identities.shape != self.bank.shape:
+            raise ValueError(f"the bank holds {self.cfg.bank_size} x {self.cfg.identity_dim} identities, "
+                             f"got {tuple(identities.shape)}")
+        self.bank.copy_(F.normalize(identities.detach().float(), dim=-1))
+
+    def snap_to_bank(self, fake: torch.Tensor, f_id: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each fake (B, D) -> the bank identity nearest to it among those whose cosine to ``f_id`` lies in
+        ``[s_min, s_max]`` (all of them when none does); returns ``(snapped (B, D), index (B,))``.
+
+        Alg. 1's fakes are directions no face has: E_MLP, taught on real faces, renders them all near one
+        face (README, "DR-DPGAN itself"); the bank's are identities of faces the generator makes."""
+        if float(self.bank.abs().sum()) == 0:
+            raise RuntimeError("the fake identity bank is empty: set_bank() first (drdpgan.latent_inversion)")
+        to_real = f_id @ self.bank.T  # (B, N)
+        band = (to_real >= self.cfg.s_min) & (to_real <= self.cfg.s_max)
+        band = band | ~band.any(dim=1, keepdim=True)  # a row with nothing in the band takes the nearest overall
+        score = (fake @ self.bank.T).masked_fill(~band, float("-inf"))
+        idx = score.argmax(dim=1)
+        return self.bank[idx], idx
 
     def sample_noise(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Alg. 1 line 2: ``z ~ N(0, I)`` of shape (B, d), from an explicit generator."""
@@ -120,6 +147,8 @@ class FakeIdentityGenerator(nn.Module):
             else:
                 with torch.no_grad():
                     fake = self._mlp(z, *params)
+        if cfg.bank_size > 0:
+            fake, _ = self.snap_to_bank(fake, f_id)
         cos = (fake * f_id).sum(-1)
         return {"fake": fake, "cos": cos, "steps": used,
                 "in_band": (cos >= cfg.s_min) & (cos <= cfg.s_max)}
