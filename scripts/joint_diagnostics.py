@@ -3,7 +3,8 @@
     .venv/bin/python scripts/joint_diagnostics.py NAME STEPS 'JSON' [RUN_DIR]
 
 Builds the cpu recipe's model, loads the code stage (``code.pt``) and E_MLP's inversion (``mapper_init.pt``) of a
-pretraining run folder (default: run 8's, ``artifacts/pretrain/cpu/drdpgan-run8-mapperinit``), and trains
+pretraining run folder (default: ``artifacts/pretrain/cpu/drdpgan``; the README's table used run 8's,
+``drdpgan-run8-mapperinit``, with the recipe of its commit), and trains
 ``STEPS`` steps of the recipe (its warm-up first, which is deterministic) with ``JSON`` overriding
 :class:`~drdpgan.train_drdpgan.DRDPGANTrainConfig` fields (``"weights": {"adv": 0}`` sets Eq. 16 weights;
 ``"mapper": false`` keeps the untrained mapper; ``"fake": "next_face"`` replaces Alg. 1's F'_id by the identity of
@@ -19,15 +20,16 @@ import json
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 import torch
-from drdpgan.pretrain_drdpgan import DRDPGAN_RECIPES, build_model, _faces, _sample, quick_metrics
+from drdpgan.pretrain_drdpgan import DRDPGAN_RECIPES, _faces, _mapper_stage, _sample, build_model, quick_metrics
 from drdpgan.losses import LossWeights
 from drdpgan.pretrain import work_dir
 from drdpgan.train_drdpgan import train_drdpgan
 torch.set_num_threads(2)
 name, steps = sys.argv[1], int(sys.argv[2])
 ovr = json.loads(sys.argv[3]); w = ovr.pop("weights", {})
-run = sys.argv[4] if len(sys.argv) > 4 else work_dir("cpu", "drdpgan-run8-mapperinit")
+run = sys.argv[4] if len(sys.argv) > 4 else work_dir("cpu", "drdpgan")
 if ovr.pop("fake", "alg1") == "next_face":  # F'_id := F_id of the next face in the batch (a diagnostic, not an option)
     import torch.nn.functional as F
 
@@ -41,8 +43,8 @@ if ovr.pop("fake", "alg1") == "next_face":  # F'_id := F_id of the next face in 
 m, _ = build_model("cpu", progress=False)
 st = torch.load(f"{run}/code.pt", weights_only=True)
 m.binary_code.load_state_dict(st["mapping"]); m.decoder.load_state_dict(st["decoder"])
-if ovr.pop("mapper", True):
-    m.mapper.load_state_dict(torch.load(f"{run}/mapper_init.pt", weights_only=True))
+if ovr.pop("mapper", True):  # the run's E_MLP stage (and fake identity bank), loaded as the pretraining loads it
+    _mapper_stage(m, "cpu", Path(run), False)
 train, held = _faces("cpu", False)
 cfg = replace(DRDPGAN_RECIPES["cpu"]["train"], steps=steps, eval_every=0, checkpoint_every=10**6, weights=LossWeights(**w), **ovr)
 t = time.time()
