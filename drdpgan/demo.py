@@ -183,7 +183,7 @@ def short_training(
 def render_ws(model: DRDPGAN, ws: torch.Tensor, source: torch.Tensor, password: torch.Tensor) -> dict:
     """A generator pass with the given W+ codes ``ws`` (B, num_ws, w_dim) and E_Ste fusion of
     ``E_G(source)`` and ``password`` at every block (Eq. 6-8): :meth:`DRDPGAN.render`, what
-    :meth:`DRDPGAN.synthesize` does after E_MLP. Returns ``{"images", "masks"}``."""
+    :meth:`DRDPGAN.synthesize` does after E_MLP. Returns ``{"images", "masks", "feats"}``."""
     return model.render(ws, source, password)
 
 
@@ -242,6 +242,7 @@ LOSS_TERMS: dict[str, tuple[str, str, bool]] = {
     "code": ("extra", "1 - cos(decoder(Password), F_id)", False),
     "rec_pixel": ("extra", "L1(x_rec, x)", False),
     "anon_pixel": ("extra", "L1(x_anon, x)", False),
+    "hide_footprint": ("extra", "L1(x_anon, the same pass without the password); only when weighed", False),
 }
 
 
@@ -289,7 +290,8 @@ def loss_breakdown(
 
 
 _WEIGHT_OF = {"ano_adv": "adv", "ano_dic": "dic", "ano_id": "id", "ano_info": "info", "rec_adv": "adv",
-              "rec_dic": "dic", "rec_id": "id", "code": "code", "rec_pixel": "rec_pixel", "anon_pixel": "anon_pixel"}
+              "rec_dic": "dic", "rec_id": "id", "code": "code", "rec_pixel": "rec_pixel", "anon_pixel": "anon_pixel",
+              "hide_footprint": "hide_footprint"}
 
 
 def loss_table(values: dict[str, float], cfg, digits: int | None = 4):
@@ -300,9 +302,12 @@ def loss_table(values: dict[str, float], cfg, digits: int | None = 4):
 
     w: LossWeights = cfg.weights
     weight = {"adv": w.adv, "dic": w.dic, "id": w.id, "info": w.info,
-              "code": cfg.w_code, "rec_pixel": cfg.w_rec_pixel, "anon_pixel": cfg.w_anon_pixel}
+              "code": cfg.w_code, "rec_pixel": cfg.w_rec_pixel, "anon_pixel": cfg.w_anon_pixel,
+              "hide_footprint": cfg.w_hide_footprint}
     rows = []
     for key, (eq, what, in_paper) in LOSS_TERMS.items():
+        if key not in values:  # a term the objective computes only when weighed (hide_footprint)
+            continue
         lam = weight[_WEIGHT_OF[key]]
         v = values[key]
         rows.append({"term": key, "equation": eq, "computes": what, "in Eq. 16": in_paper,

@@ -105,11 +105,17 @@ def rewrite_csv_upto(path: Path, step: int) -> None:
 
 
 class CSVLog:
-    """Append-only CSV with a fixed header (written when the file is new); missing keys stay empty."""
+    """Append-only CSV with a fixed header (written when the file is new); missing keys stay empty.
+
+    An existing file keeps its own header (a run resumed by newer code that logs more columns): rows are
+    written in that header's order and columns it lacks are left out, so old rows never shift."""
 
     def __init__(self, path: Path, header: list[str]):
         self.path, self.header = Path(path), header
-        if not self.path.is_file():
+        if self.path.is_file():
+            with open(self.path, newline="") as f:
+                self.header = next(csv.reader(f), None) or header
+        else:
             with open(self.path, "w", newline="") as f:
                 csv.writer(f).writerow(header)
 

@@ -168,3 +168,20 @@ def test_demo_render_ws_is_the_models_pass_with_a_spatial_password_map():
         a = m.anonymize(x, seed=0)
         again = render_ws(m, a["ws"], x, a["password"])["images"]
     assert torch.equal(again, a["images"])
+
+
+@pytest.mark.parametrize("password_map", ["tiled", "layout"])
+def test_render_without_a_password_is_the_pass_with_a_silent_password_term(password_map):
+    """render(..., password=None) (the cover of DRDPGANTrainConfig.w_hide_footprint) is the same pass with every
+    E_Ste conv1x1(Password) at zero, and differs from the pass that hides bits."""
+    m = tiny_model(32, password_map=password_map, password_map_channels=4, password_map_size=8)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        a = m.anonymize(x, seed=0)
+        cover = m.render(a["ws"], x, None)["images"]
+        assert not torch.allclose(cover, a["images"], atol=1e-4)
+        for f in m.fusion.values():
+            f.hide.weight.zero_()
+            f.hide.bias.zero_()
+        silent = m.render(a["ws"], x, a["password"])["images"]
+    assert torch.allclose(cover, silent, atol=1e-6)

@@ -78,3 +78,29 @@ def test_a_model_with_a_fake_identity_bank_saves_and_loads_it(tmp_path):
     loaded, _ = load_model(tmp_path / "m.pt")
     assert loaded.fake_identity.cfg.bank_size == 8
     assert torch.equal(loaded.fake_identity.bank, banked.fake_identity.bank)
+
+
+def test_uniform_bank_pick_spreads_fakes_over_every_in_band_identity():
+    """bank_pick="uniform": the noise picks an in-band bank identity uniformly (Phi of its first coordinate), the same
+    noise the same identity; over many draws every in-band identity comes up, none outside the band."""
+    import torch.nn.functional as F
+
+    from drdpgan.models.fake_identity import FakeIdentityConfig, FakeIdentityGenerator
+
+    with pytest.raises(ValueError, match="bank_pick"):
+        FakeIdentityConfig(bank_pick="closest")
+    g = FakeIdentityGenerator(FakeIdentityConfig(noise_dim=8, hidden_dim=16, identity_dim=6, bank_size=64,
+                                                 bank_pick="uniform"))
+    g.set_bank(torch.randn(64, 6, generator=torch.Generator().manual_seed(2)))
+    f_id = F.normalize(torch.randn(1, 6, generator=torch.Generator().manual_seed(0)), dim=-1).repeat(4000, 1)
+    to_real = (f_id[0] @ g.bank.T)
+    in_band = set(torch.nonzero((to_real >= 0.1) & (to_real <= 0.4)).flatten().tolist())
+    assert 3 <= len(in_band) < 64
+    z = g.sample_noise(4000, torch.Generator().manual_seed(1))
+    out = g.generate(f_id, z=z)
+    assert bool(out["in_band"].all())
+    _, idx = g.pick_from_bank(z, f_id)
+    assert set(idx.tolist()) == in_band
+    counts = torch.bincount(idx, minlength=64)[sorted(in_band)].float()
+    assert float(counts.min()) > 0.6 * 4000 / len(in_band)  # near uniform (binomial spread is far smaller)
+    assert torch.equal(g.generate(f_id[:5], z=z[:5])["fake"], out["fake"][:5])

@@ -51,7 +51,8 @@ def test_steps_finite_csv_columns_and_plot(tmp_path, data):
     df = pd.read_csv(tmp_path / "losses.csv")
     assert list(df.columns) == ["step", "images"] + LOSS_COLUMNS + ["sec_per_step", "time"]
     assert df["step"].tolist() == [1, 2, 3]
-    cols = [c for c in LOSS_COLUMNS if c != "r1"]  # r1 only on lazy-R1 steps
+    cols = [c for c in LOSS_COLUMNS if c not in ("r1", "hide_footprint")]  # r1 on lazy-R1 steps; footprint when weighed
+    assert df["hide_footprint"].isna().all()
     assert df[cols].notna().all().all() and df[cols].map(lambda v: abs(v) < 1e6).all().all()
     assert df["r1"].notna().any()
     assert (tmp_path / "losses.png").is_file() and (tmp_path / "final_metrics.json").is_file()
@@ -264,3 +265,27 @@ def test_joint_lr_ramp_scales_the_generator_side_after_the_warmup_only(tmp_path,
     flat = tiny_cfg(steps=5, hiding_warmup_steps=1, r1_every=0)
     train_drdpgan(tiny_model(), data, flat, tmp_path / "c", progress=False)
     assert ramped.tolist()[2:] != pytest.approx(pd.read_csv(tmp_path / "c" / "losses.csv")["loss_G"].tolist()[2:])
+
+
+def test_hide_footprint_is_weighed_in_and_trains_the_password_term_only_against_a_fixed_cover():
+    """w_hide_footprint: the term is |x_anon - cover| (the cover rendered without the password, no gradient), it
+    enters loss_G with its weight, and its gradient reaches E_Ste's conv1x1(Password); weight 0 leaves it out."""
+    from drdpgan.models.discriminator import StyleGAN2Discriminator
+    from drdpgan.objective import generator_objective
+
+    m = tiny_model().train()
+    C = StyleGAN2Discriminator(m.generator.cfg)
+    critic = SteganalysisCritic(CriticConfig(resolution=RES, base_channels=4, max_channels=8))
+    x = torch.rand(2, 3, RES, RES) * 2 - 1
+    torch.manual_seed(0)  # the binary code mapping's dropout draws from the global RNG
+    off = generator_objective(m, C, critic, x, tiny_cfg(), step=0, sigma=0.0)
+    assert "hide_footprint" not in off["terms"]
+    torch.manual_seed(0)
+    on = generator_objective(m, C, critic, x, tiny_cfg(w_hide_footprint=2.0), step=0, sigma=0.0)
+    fp = on["terms"]["hide_footprint"]
+    assert float(fp) > 0
+    assert float(on["loss_G"] - off["loss_G"]) == pytest.approx(2.0 * float(fp), rel=1e-4, abs=1e-6)
+    m.zero_grad()
+    fp.backward()
+    hide = [f.hide.weight.grad for f in m.fusion.values()]
+    assert all(g is not None and float(g.abs().sum()) > 0 for g in hide)

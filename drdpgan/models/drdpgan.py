@@ -201,12 +201,16 @@ class DRDPGAN(nn.Module):
         ws = self.mapper(f_concat, self.generator.w_avg)  # (B, num_ws, w_dim)
         return {**self.render(ws, source, password), "ws": ws, "f_concat": f_concat}
 
-    def render(self, ws: torch.Tensor, source: torch.Tensor, password: torch.Tensor) -> dict[str, torch.Tensor | dict]:
+    def render(self, ws: torch.Tensor, source: torch.Tensor, password: torch.Tensor | None,
+               feats: dict[int, torch.Tensor] | None = None) -> dict[str, torch.Tensor | dict]:
         """Eq. 6-8: the generator pass from W+ codes ``ws`` (B, num_ws, w_dim) with E_Ste fusing ``E_G(source)``
-        and the hidden ``password`` bits (B, hidden_bits) into every block. Returns ``{"images", "masks"}``."""
-        feats = self.encoder(source) if self.encoder is not None else {}
+        and the hidden ``password`` bits (B, hidden_bits) into every block; ``password=None`` renders the same
+        pass with no password (the cover image). ``feats``: ``E_G(source)`` when already computed (returned
+        as ``out["feats"]``). Returns ``{"images", "masks", "feats"}``."""
+        if feats is None:
+            feats = self.encoder(source) if self.encoder is not None else {}
         masks: dict[int, torch.Tensor] = {}
-        hidden = self.password_plane(password) if self.password_plane is not None else password
+        hidden = password if password is None or self.password_plane is None else self.password_plane(password)
 
         def inject(_block: int, res: int, f_out: torch.Tensor) -> torch.Tensor:
             f_in, m = self.fusion[str(res)](f_out, feats.get(res), hidden)
@@ -215,7 +219,7 @@ class DRDPGAN(nn.Module):
             return f_in
 
         img = self.generator.synthesis(ws, noise_mode=self.cfg.noise_mode, inject=inject)
-        return {"images": img, "masks": masks}
+        return {"images": img, "masks": masks, "feats": feats}
 
     # ------------------------------------------------------------------ the two paths
 

@@ -44,6 +44,13 @@ class FakeIdentityConfig:
     # a departure (0: the paper): snap each fake to the nearest of ``bank_size`` stored identities (the pretrained
     # generator's own faces, drdpgan.latent_inversion) whose cosine to F_id is in the band; see snap_to_bank
     bank_size: int = 0
+    # with a bank: "nearest" snaps Alg. 1's fake to the nearest in-band bank identity; "uniform" lets the noise pick
+    # one of the in-band identities uniformly (its first coordinate through the normal CDF), the MLP unused
+    bank_pick: str = "nearest"
+
+    def __post_init__(self):
+        if self.bank_pick not in ("nearest", "uniform"):
+            raise ValueError(f"bank_pick must be 'nearest' or 'uniform', got {self.bank_pick!r}")
 
 
 def band_hinge(s: torch.Tensor, s_min: float, s_max: float) -> torch.Tensor:
@@ -84,6 +91,25 @@ class FakeIdentityGenerator(nn.Module):
         idx = score.argmax(dim=1)
         return self.bank[idx], idx
 
+    def pick_from_bank(self, z: torch.Tensor, f_id: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``bank_pick="uniform"``: the noise ``z`` (B, d) picks one of the bank identities whose cosine to ``f_id``
+        lies in ``[s_min, s_max]`` (all of them when none does), uniformly: ``u = Phi(z[:, 0])`` is uniform in (0, 1)
+        and indexes the in-band identities in bank order. Returns ``(fake (B, D), index (B,))``.
+
+        Nearest-snapping inherits Alg. 1's clustering: its fakes have pairwise cosine 0.40-0.44 (real faces 0.07),
+        so their nearest in-band identities are a handful of look-alike faces and the anonymized faces of cpu
+        diagnostics looked like one face (README)."""
+        if float(self.bank.abs().sum()) == 0:
+            raise RuntimeError("the fake identity bank is empty: set_bank() first (drdpgan.latent_inversion)")
+        to_real = f_id @ self.bank.T  # (B, N)
+        band = (to_real >= self.cfg.s_min) & (to_real <= self.cfg.s_max)
+        band = band | ~band.any(dim=1, keepdim=True)
+        count = band.sum(dim=1)  # (B,) >= 1
+        u = torch.special.ndtr(z[:, 0].float().to(f_id.device))  # (B,) uniform in (0, 1)
+        k = (u * count).long().clamp(max=count - 1)  # the k-th in-band identity, 0-based
+        idx = ((band.cumsum(dim=1) == (k + 1).unsqueeze(1)) & band).float().argmax(dim=1)
+        return self.bank[idx], idx
+
     def sample_noise(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Alg. 1 line 2: ``z ~ N(0, I)`` of shape (B, d), from an explicit generator."""
         return torch.randn(batch, self.cfg.noise_dim, generator=generator)
@@ -119,9 +145,13 @@ class FakeIdentityGenerator(nn.Module):
         b = f_id.shape[0]
         if z is None:
             z = self.sample_noise(b, generator).to(f_id.device)
+        used = torch.zeros(b, dtype=torch.long)
+        if cfg.bank_size > 0 and cfg.bank_pick == "uniform":
+            fake, _ = self.pick_from_bank(z, f_id)
+            cos = (fake * f_id).sum(-1)
+            return {"fake": fake, "cos": cos, "steps": used, "in_band": (cos >= cfg.s_min) & (cos <= cfg.s_max)}
         with torch.no_grad():
             fake = self(z)
-        used = torch.zeros(b, dtype=torch.long)
         if guided and steps > 0:
             params = [p.detach().unsqueeze(0).repeat(b, *([1] * p.dim())).clone() for p in
                       (self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)]

@@ -111,10 +111,13 @@ class AdaptiveMaskFusion(nn.Module):
         """Eq. 6: M = sigmoid(conv1x1([F_hide, F_G, F_out])), (B, C, H, W) in (0, 1)."""
         return torch.sigmoid(self.mask(torch.cat([f_hide, f_g, f_out], dim=1)))
 
-    def forward(self, f_out: torch.Tensor, f_g: torch.Tensor | None, password: torch.Tensor):
-        """Eq. 7. Returns ``(F_in, M)``; ``M`` is None when the encoder control is off."""
+    def forward(self, f_out: torch.Tensor, f_g: torch.Tensor | None, password: torch.Tensor | None):
+        """Eq. 7. Returns ``(F_in, M)``; ``M`` is None when the encoder control is off.
+
+        ``password=None``: the same block with no password (``F_hide = 0``), the cover image a
+        password's footprint is measured against (``DRDPGANTrainConfig.w_hide_footprint``)."""
         b, c, h, w = f_out.shape
-        f_hide = self.password_map(password, h, w)
+        f_hide = torch.zeros_like(f_out) if password is None else self.password_map(password, h, w)
         if not self.use_encoder:
             return f_out + f_hide, None
         if f_g is None or f_g.shape != f_out.shape:

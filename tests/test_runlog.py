@@ -1,0 +1,26 @@
+"""drdpgan.runlog.CSVLog: append-only logs that survive a resume by newer code."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from drdpgan.runlog import CSVLog
+
+
+def test_csvlog_keeps_an_existing_files_header_so_old_rows_never_shift(tmp_path):
+    """A run resumed by code that logs one more column goes on in the file's own header; the new column is left out."""
+    path = tmp_path / "losses.csv"
+    CSVLog(path, ["step", "a", "b"]).write({"step": 1, "a": 0.5, "b": 2.0})
+    newer = CSVLog(path, ["step", "a", "new", "b"])
+    assert newer.header == ["step", "a", "b"]
+    newer.write({"step": 2, "a": 0.25, "new": 9.0, "b": 3.0})
+    df = pd.read_csv(path)
+    assert list(df.columns) == ["step", "a", "b"]
+    assert df["b"].tolist() == [2.0, 3.0] and df["a"].tolist() == [0.5, 0.25]
+
+
+def test_csvlog_writes_the_given_header_to_a_new_file_and_leaves_missing_keys_empty(tmp_path):
+    path = tmp_path / "m.csv"
+    CSVLog(path, ["step", "x", "y"]).write({"step": 1, "y": 4.0})
+    df = pd.read_csv(path)
+    assert list(df.columns) == ["step", "x", "y"] and df["x"].isna().all() and df["y"].tolist() == [4.0]
