@@ -69,11 +69,14 @@ def _recipes() -> dict[str, dict[str, Any]]:
         "model": {"code_bits": 128, "carrier_bits": 256, "payload_bch_t": 8, "payload_tag_bits": 24,
                   "password_map": "layout", "password_map_channels": 4, "password_map_size": 16,
                   "password_init_std": 0.03, "fusion_mask_bias": -4.0,
-                  # Alg. 1's fakes snapped to the nearest in-band identity of 2,048 generator faces (FakeIdentityConfig.
-                  # bank_size; the bank is filled by the mapper stage). With E_MLP inverted, at step 0, 32 held-out
-                  # faces: anonymized-to-fake cosine 0.48 against 0.09 with Alg. 1's own fakes, and one face under
-                  # two noises 0.70 against 0.97 (training encoder)
-                  "fake": FakeIdentityConfig(bank_size=2048)},
+                  # fake identities drawn from 2,048 generator faces (FakeIdentityConfig.bank_size; the bank is filled
+                  # by the mapper stage). With E_MLP inverted, at step 0, 32 held-out faces: anonymized-to-fake cosine
+                  # 0.48 against 0.09 with Alg. 1's own fakes, and one face under two noises 0.70 against 0.97
+                  # (training encoder). bank_pick "uniform", not "nearest": Alg. 1's fakes cluster (pairwise cosine
+                  # 0.40-0.44), so their nearest in-band identities are look-alikes; 300 joint steps later
+                  # (scripts/joint_diagnostics.py, 8 held-out faces) the anonymized faces' pairwise cosine was 0.41
+                  # with "nearest" (one face to the eye) and 0.25 with "uniform" (originals: 0.07)
+                  "fake": FakeIdentityConfig(bank_size=2048, bank_pick="uniform")},
         "code": CodeTrainConfig(seed=11, steps=3000, batch_size=256, eval_every=250),
         # E_MLP first fitted to invert the generator's own faces (drdpgan.latent_inversion; None: the paper's mapper
         # from scratch). Measured (4,096 faces, 256 held out): re-rendered held-out identity cosine 0.898 after 500
@@ -90,11 +93,16 @@ def _recipes() -> dict[str, dict[str, Any]]:
         # 10.2 dB); both without the mapper's inversion stage; with it, at 0.3 (run 8), a field of colour 100 joint
         # steps later. joint_lr_ramp_steps 200: without it the anonymization L1 jumped 0.07 -> 0.3-1.06 in the
         # first 20 joint steps whatever loss term was off (README, scripts/joint_diagnostics.py); with it 0.074,
-        # though the faces still drift (0.34 at step 500): this recipe does not converge yet. The sharing
-        # distortions once the channel works
+        # though the faces still drift (0.34 at step 500). w_hide_footprint 3: in run 10 the password term alone
+        # covered every anonymized face in coloured grain (the same pass without it renders clean faces); at 10 the
+        # run diverged within 90 joint steps (anonymization L1 > 1). w_attr 1: 300 joint steps with and without it
+        # (diagnostics uniform_fp3_attr / uniform_fp3, scripts/measure_checkpoint.py on 32 held-out faces):
+        # anon.pose_err_deg 2.7 against 12.7 (the prior's own error 1.4), anon.cos 0.23 against 0.08, rec.psnr 12.3
+        # against 10.9 dB. The sharing distortions once the channel works
         "train": DRDPGANTrainConfig(steps=20000, batch_size=8, seed=0, precision="bf16", freeze_code_mapping=True,
                                     w_anon_pixel=0.3, hiding_warmup_w_anon_pixel=1.0, hiding_warmup_steps=300,
                                     hiding_warmup_l1_ramp=False, joint_lr_ramp_steps=200,
+                                    w_hide_footprint=3.0, w_attr=1.0,
                                     distortions=("none", "quantize", "jpeg", "resize"), distortions_from=1500,
                                     log_every=10, checkpoint_every=100, keep_checkpoints=2, eval_every=250),
         "init_seed": 0,  # the fresh components' initialisation

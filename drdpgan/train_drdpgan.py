@@ -16,7 +16,7 @@ One training step on a batch ``x`` (B, 3, R, R) in [-1, 1]::
     # ---- generator total (Eq. 16 for each process, then Eq. 17's minimisation)
     L_G      = sum_{p in ano, rec} (l_adv L_adv^p + l_dic L_dic^p + l_id L_id^p) + l_info L_info^ano
                + w_code L_code + w_rec_pixel L_rec_pixel + w_anon_pixel L_anon_pixel
-               + w_hide_footprint L_hide_footprint                                            (extras)
+               + w_hide_footprint L_hide_footprint + w_attr L_attr                            (extras)
 
 ``E`` is the frozen identity encoder (E_Arcface); its weights never change but gradients flow
 through it into ``x_anon`` / ``x_rec``. The 3D prior is frozen and only read (no gradient).
@@ -62,6 +62,8 @@ logged separately):
   fusion of E_G features is the architectural part of it). Weight 0 is paper-literal.
 * ``hide_footprint`` = ``L1(x_anon, cover)``, default 0: what the password adds to the anonymized image,
   against the same pass rendered without it (:class:`DRDPGANTrainConfig` ``w_hide_footprint``).
+* ``attr`` = ``L1(P(x_anon), P(x))`` with ``P`` the frozen 3D prior's standardised expression and pose, default 0:
+  the attributes Eq. 1 conditions on, held by a loss (:class:`DRDPGANTrainConfig` ``w_attr``).
 
 Optimisers (Sec. 4.1.2): Adam, StyleGAN2 blocks (the generator's synthesis network) at
 ``lr_stylegan = 1e-4``, the other trainable parts (E_MLP, E_G, E_Ste fusion, binary code
@@ -180,6 +182,9 @@ class DRDPGANTrainConfig(DictConfig):
         painting it (HiDDeN's encoder loss against its cover). In cpu run 10 (step 700) E_P read every bit while
         the password term alone covered each anonymized face in coloured grain (the same faces rendered without
         it are clean, README), and Eq. 10's critic, meant to punish that, had saturated at 1 on every image.
+    w_attr: weight of the attribute term after the hiding warm-up (a departure; 0, the paper): L1 between the frozen
+        3D prior's expression and pose (standardised units) of the anonymized image and of the input. Eq. 1 feeds them
+        to E_MLP but no written loss keeps them, and the issue's ``anon.pose_err_deg`` measures exactly that.
     critic_*: :class:`~drdpgan.models.critic.CriticConfig` sizes.
     stop_after / max_seconds: end *this call* after that many steps / seconds with a checkpoint
         (simulates a kill in tests; budgets long runs). Not part of the run's identity.
@@ -219,6 +224,7 @@ class DRDPGANTrainConfig(DictConfig):
     recover_detached: bool = False
     joint_lr_ramp_steps: int = 0
     w_hide_footprint: float = 0.0
+    w_attr: float = 0.0
     critic_base_channels: int = 16
     critic_max_channels: int = 128
     critic_highpass: bool = True
@@ -245,7 +251,7 @@ LOSS_COLUMNS = [
     "loss_G",  # the generator total (Eq. 16 ano + Eq. 16 rec + extras)
     "ano_adv", "ano_dic", "ano_id", "ano_info",  # Eq. 9, 10 (G side), 11, 13-15 on x_anon
     "rec_adv", "rec_dic", "rec_id",  # Eq. 9, 10 (G side), 12 on x_rec
-    "code", "rec_pixel", "anon_pixel", "hide_footprint",  # extras
+    "code", "rec_pixel", "anon_pixel", "hide_footprint", "attr",  # extras
     "loss_C", "C_real", "C_anon", "C_rec", "r1",  # C's logistic loss, mean logits, R1
     "loss_critic", "critic_real", "critic_anon",  # Eq. 10 (critic side), mean scores
     "bit_acc",  # E_P's bit accuracy on x_anon + eps (train mode)
@@ -565,7 +571,7 @@ def plot_losses(csv_path: str | os.PathLike):
     panels = [
         ("anonymization (Eq. 9-11, 15)", ["ano_adv", "ano_dic", "ano_id", "ano_info"]),
         ("recovery (Eq. 9, 10, 12)", ["rec_adv", "rec_dic", "rec_id"]),
-        ("extra terms", ["code", "rec_pixel", "anon_pixel", "hide_footprint"]),
+        ("extra terms", ["code", "rec_pixel", "anon_pixel", "hide_footprint", "attr"]),
         ("judges", ["loss_C", "loss_critic", "r1"]),
         ("diagnostics", ["bit_acc", "cos_anon_real", "cos_anon_fake", "cos_rec_real", "cos_decoded_real"]),
     ]

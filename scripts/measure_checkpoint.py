@@ -2,11 +2,15 @@
 
     .venv/bin/python scripts/measure_checkpoint.py CHECKPOINT [PROFILE=cpu] [N=256] [REALISM_N=512]
 
+``FAKE_CFG='{"bank_pick": "uniform"}'`` sets :class:`~drdpgan.models.fake_identity.FakeIdentityConfig` fields of the
+built model (for a ``scripts/joint_diagnostics.py`` run that set them).
+
 :func:`drdpgan.pretrain_drdpgan.measure_drdpgan` (held-out faces, sealed with the public evaluation key,
 8-bit PNG, E_P, opened, recovered) on the checkpoint's model; prints every key, and the keys with a target
 beside it. The shipped file is measured the same way by ``python -m drdpgan.pretrain export``.
 """
 import json
+import os
 import sys
 
 import torch
@@ -19,6 +23,8 @@ profile = sys.argv[2] if len(sys.argv) > 2 else "cpu"
 n = int(sys.argv[3]) if len(sys.argv) > 3 else 256
 realism_n = int(sys.argv[4]) if len(sys.argv) > 4 else 512
 model, _ = build_model(profile, progress=False)
+for k, v in json.loads(os.environ.get("FAKE_CFG", "{}")).items():
+    setattr(model.fake_identity.cfg, k, v)
 state = torch.load(ckpt, map_location="cpu", weights_only=False)
 model.load_state_dict(state["model"])
 m = measure_drdpgan(model, profile, n=n, realism_n=realism_n)

@@ -90,7 +90,7 @@ def test_train_cached_trains_then_reuses(trained, data):
 
 
 def test_loss_breakdown_matches_the_trainers_first_step(tmp_path, data):
-    cfg = tiny_cfg(steps=1, w_hide_footprint=0.5)  # every term of LOSS_TERMS, the footprint included
+    cfg = tiny_cfg(steps=1, w_hide_footprint=0.5, w_attr=0.3)  # every term of LOSS_TERMS, the weighed-only included
     model = tiny_model()
     C, critic = fresh_judges(model, cfg)
     sampler = iter(EpochSampler(len(data), cfg.seed, start=0))
@@ -104,7 +104,8 @@ def test_loss_breakdown_matches_the_trainers_first_step(tmp_path, data):
     assert vals["loss_G"] == pytest.approx(vals["eq16_ano"] + vals["eq16_rec"] + cfg.w_code * vals["code"]
                                            + cfg.w_rec_pixel * vals["rec_pixel"]
                                            + cfg.w_anon_pixel * vals["anon_pixel"]
-                                           + cfg.w_hide_footprint * vals["hide_footprint"], rel=1e-5)
+                                           + cfg.w_hide_footprint * vals["hide_footprint"]
+                                           + cfg.w_attr * vals["attr"], rel=1e-5)
 
 
 def test_loss_table_weights(trained, data):
@@ -112,8 +113,8 @@ def test_loss_table_weights(trained, data):
     x = torch.stack([data[i]["image"] for i in range(2)])
     vals = loss_breakdown(first.model, first.discriminator, first.critic, x, first.config)
     df = loss_table(vals, first.config, digits=None)
-    assert "hide_footprint" not in vals  # computed only when weighed
-    assert list(df["term"]) == [k for k in LOSS_TERMS if k != "hide_footprint"] + ["total"]
+    assert "hide_footprint" not in vals and "attr" not in vals  # computed only when weighed
+    assert list(df["term"]) == [k for k in LOSS_TERMS if k not in ("hide_footprint", "attr")] + ["total"]
     body = df.iloc[:-1]
     assert torch.allclose(torch.tensor(body["weighted"].values), torch.tensor((body["weight"] * body["unweighted"]).values))
     assert df.set_index("term").loc["ano_info", "weight"] == 5.0

@@ -51,8 +51,8 @@ def test_steps_finite_csv_columns_and_plot(tmp_path, data):
     df = pd.read_csv(tmp_path / "losses.csv")
     assert list(df.columns) == ["step", "images"] + LOSS_COLUMNS + ["sec_per_step", "time"]
     assert df["step"].tolist() == [1, 2, 3]
-    cols = [c for c in LOSS_COLUMNS if c not in ("r1", "hide_footprint")]  # r1 on lazy-R1 steps; footprint when weighed
-    assert df["hide_footprint"].isna().all()
+    cols = [c for c in LOSS_COLUMNS if c not in ("r1", "hide_footprint", "attr")]  # r1 on lazy-R1 steps; others when weighed
+    assert df[["hide_footprint", "attr"]].isna().all().all()
     assert df[cols].notna().all().all() and df[cols].map(lambda v: abs(v) < 1e6).all().all()
     assert df["r1"].notna().any()
     assert (tmp_path / "losses.png").is_file() and (tmp_path / "final_metrics.json").is_file()
@@ -289,3 +289,29 @@ def test_hide_footprint_is_weighed_in_and_trains_the_password_term_only_against_
     fp.backward()
     hide = [f.hide.weight.grad for f in m.fusion.values()]
     assert all(g is not None and float(g.abs().sum()) > 0 for g in hide)
+
+
+def test_attr_term_holds_the_3d_priors_expression_and_pose_of_the_anonymized_image():
+    """w_attr: |P(x_anon) - P(x)| in the frozen 3D prior's standardised units, weighed into loss_G; its gradient
+    reaches the anonymizer (E_MLP) through the frozen prior and leaves the prior's weights alone."""
+    from drdpgan.models.discriminator import StyleGAN2Discriminator
+    from drdpgan.objective import generator_objective
+
+    m = tiny_model().train()
+    C = StyleGAN2Discriminator(m.generator.cfg)
+    critic = SteganalysisCritic(CriticConfig(resolution=RES, base_channels=4, max_channels=8))
+    x = torch.rand(2, 3, RES, RES) * 2 - 1
+    torch.manual_seed(0)
+    off = generator_objective(m, C, critic, x, tiny_cfg(), step=0, sigma=0.0)
+    assert "attr" not in off["terms"]
+    torch.manual_seed(0)
+    on = generator_objective(m, C, critic, x, tiny_cfg(w_attr=0.7), step=0, sigma=0.0)
+    attr = on["terms"]["attr"]
+    with torch.no_grad():
+        want = (m.prior3d.forward_standardized(on["x_anon"]) - m.prior3d.forward_standardized(x)).abs().mean()
+    assert float(attr) == pytest.approx(float(want), rel=1e-4)
+    assert float(on["loss_G"] - off["loss_G"]) == pytest.approx(0.7 * float(attr), rel=1e-4, abs=1e-6)
+    m.zero_grad()
+    attr.backward()
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in m.mapper.parameters())
+    assert all(p.grad is None for p in m.prior3d.parameters())
