@@ -77,24 +77,41 @@ def random_carrier(model: DRDPGAN, batch: int, generator: torch.Generator) -> to
     return bits.to(next(model.parameters()).device)
 
 
+def _rows_of_noise(x: torch.Tensor, n: int, rows: slice, sigma: float, generator: torch.Generator) -> torch.Tensor:
+    """Eq. 13's eps for ``rows`` of a batch of ``n`` images shaped like ``x`` (:func:`add_channel_noise` of the
+    whole batch, sliced); zero when ``sigma`` is 0."""
+    if sigma <= 0:
+        return torch.zeros_like(x)
+    full = torch.zeros((n, *x.shape[1:]), dtype=x.dtype)
+    return (add_channel_noise(full, sigma, generator)[rows]).to(x.device)
+
+
 def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return F.cosine_similarity(a, b, dim=-1)  # (B,)
 
 
 def generator_objective(model: DRDPGAN, C: nn.Module, critic: nn.Module, x: torch.Tensor, cfg, step: int,
-                        sigma: float) -> dict[str, Any]:
+                        sigma: float, rows: slice | None = None) -> dict[str, Any]:
     """The generator side of step ``step`` on the batch ``x`` (B, 3, R, R); ``cfg`` is a
     :class:`~drdpgan.train_drdpgan.DRDPGANTrainConfig` (weights, extras' weights, seed).
+
+    ``rows``: ``x`` is these rows of a global batch of ``cfg.batch_size`` (:func:`drdpgan.distributed.shard_rows`
+    under ``torchrun``); the step's per-sample random draws are made for the whole global batch and sliced, so
+    a shard sees exactly the noise a single process gives those rows.
 
     Returns tensors: ``loss_G``, ``terms`` (``ano_adv, ano_dic, ano_id, ano_info, rec_adv, rec_dic,
     rec_id, code, rec_pixel, anon_pixel``), ``eq16_ano`` / ``eq16_rec``, and the intermediate
     ``x_anon, x_rec, bits, logits_bits, f_id, f_fake, e_anon, e_rec, f_id_decoded``.
     """
     w = cfg.weights
+    n = x.shape[0] if rows is None else cfg.batch_size  # the batch the draws are made for
+    rows = slice(0, n) if rows is None else rows
     g_fake = make_generator(step_seed(cfg.seed, step, 0))  # Alg. 1 noise z
     g_noise = make_generator(step_seed(cfg.seed, step, 1))  # Eq. 13 eps
-    carrier = random_carrier(model, x.shape[0], make_generator(step_seed(cfg.seed, step, 3)))  # drawn on the CPU
-    a = model.anonymize(x, generator=g_fake, carrier=carrier)
+    carrier = random_carrier(model, n, make_generator(step_seed(cfg.seed, step, 3)))  # drawn on the CPU
+    carrier = None if carrier is None else carrier[rows]
+    z = model.fake_identity.sample_noise(n, g_fake)[rows].to(x.device)  # (B, d), as anonymize(generator=) draws it
+    a = model.anonymize(x, z=z, carrier=carrier)
     x_anon = a["images"]  # (B, 3, R, R)
     f_id, f_fake, bits = a["f_id"], a["f_fake"], a["password"]  # (B, D), (B, D), (B, l)
     hidden = a["carrier"]  # (B, n): the bits in the image (= bits in the paper's layout)
@@ -104,7 +121,7 @@ def generator_objective(model: DRDPGAN, C: nn.Module, critic: nn.Module, x: torc
     # Eq. 13-14, after one of the configured sharing distortions (drdpgan.channel; none in the paper)
     names = tuple(cfg.distortions) if step >= cfg.distortions_from else ()
     shared, _ = distort(x_anon, names, make_generator(step_seed(cfg.seed, step, 4)))
-    logits_bits = model.extractor(add_channel_noise(shared, sigma, g_noise))  # (B, l)
+    logits_bits = model.extractor(shared + _rows_of_noise(shared, n, rows, sigma, g_noise))  # (B, l)
     if step < warm:
         # warm-up (StegaStamp): the hiding channel alone, Eq. 15, for the first half; then the anonymization L1
         # ramped in linearly to its weight (or at its weight throughout: hiding_warmup_l1_ramp False); no

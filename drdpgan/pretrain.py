@@ -666,10 +666,14 @@ def main(argv: list[str] | None = None) -> int:
     if a.what == "stylegan2":
         _, metrics = pretrain_stylegan2(a.profile, a.steps, progress=not a.quiet)
         print(json.dumps(metrics, indent=1))
-    elif a.what == "drdpgan":
+    elif a.what == "drdpgan":  # also under torchrun --nproc_per_node=N (drdpgan.distributed)
+        from . import distributed as ddp
         from .pretrain_drdpgan import pretrain_drdpgan
 
-        print(json.dumps(pretrain_drdpgan(a.profile, a.steps, progress=not a.quiet), indent=1, default=float))
+        ddp.init_from_env(a.device)
+        result = pretrain_drdpgan(a.profile, a.steps, progress=not a.quiet)
+        if ddp.is_main():
+            print(json.dumps(result, indent=1, default=float))
     else:
         print(json.dumps(pretrain_prior(a.what, a.profile, progress=not a.quiet), indent=1, default=float))
     return 0

@@ -307,6 +307,7 @@ def pretrain_drdpgan(profile: str, steps: int | None = None, progress: bool = Tr
     (:func:`measure_drdpgan`) and save ``<work>/drdpgan.pt`` (:func:`drdpgan.checkpoints.save_drdpgan`)."""
     from dataclasses import replace
 
+    from . import distributed as ddp
     from .checkpoints import save_drdpgan
     from .repro import atomic_write_json
     from .train_drdpgan import train_drdpgan
@@ -316,18 +317,23 @@ def pretrain_drdpgan(profile: str, steps: int | None = None, progress: bool = Tr
     r = DRDPGAN_RECIPES[profile]
     tcfg = r["train"] if steps is None else replace(r["train"], steps=int(steps))
     out = work_dir(profile, "drdpgan")
-    model, records = build_model(profile, progress)
-    train, heldout = _faces(profile, progress)
-    code = _code_stage(model, profile, train, heldout, out, progress)
-    mapper = _mapper_stage(model, profile, out, progress)
-    record_provenance(out, {"network": "drdpgan", "profile": profile, "target_steps": tcfg.steps,
-                            "n_train": len(train), "priors": records, "code_stage": code,
-                            "mapper_stage": mapper})
+    main = ddp.is_main()
+    if not main:  # under torchrun rank 0 builds every cache (data, stages) first; the others then read them
+        ddp.barrier()
+    model, records = build_model(profile, progress and main)
+    train, heldout = _faces(profile, progress and main)
+    code = _code_stage(model, profile, train, heldout, out, progress and main)
+    mapper = _mapper_stage(model, profile, out, progress and main)
+    if main:
+        record_provenance(out, {"network": "drdpgan", "profile": profile, "target_steps": tcfg.steps,
+                                "n_train": len(train), "priors": records, "code_stage": code,
+                                "mapper_stage": mapper, "world_size": ddp.world_size()})
+        ddp.barrier()
     probe = _sample(heldout, 64)
     t0 = time.time()
     result = train_drdpgan(model, train, tcfg, out, progress=progress,
                            evaluate=lambda m: quick_metrics(m, probe))
-    if result["stopped_early"]:
+    if result["stopped_early"] or not main:
         return result
     model.cpu()  # measured and saved on the CPU, wherever it trained
     metrics = {**measure_drdpgan(model, profile, progress=progress), "steps": result["step"],

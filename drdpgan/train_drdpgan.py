@@ -110,6 +110,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import distributed as ddp
 from .losses import LossWeights
 from .models.critic import CriticConfig, SteganalysisCritic
 from .models.discriminator import StyleGAN2Discriminator
@@ -346,8 +347,15 @@ def joint_lr_factor(cfg: DRDPGANTrainConfig, step: int) -> float:
     return min(1.0, (k + 1) / cfg.joint_lr_ramp_steps)
 
 
+def _params(opt: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [p for g in opt.param_groups for p in g["params"]]
+
+
 def _train_step(model: DRDPGAN, C: nn.Module, critic: nn.Module, opts, x: torch.Tensor,
-                cfg: DRDPGANTrainConfig, step: int, sigma: float, gamma: float) -> dict[str, float]:
+                cfg: DRDPGANTrainConfig, step: int, sigma: float, gamma: float,
+                rows: slice | None = None) -> dict[str, float]:
+    """One step on ``x``: the whole batch, or (under ``torchrun``) this process's ``rows`` of the global batch, with
+    every gradient averaged over the processes before its optimiser steps (:mod:`drdpgan.distributed`)."""
     opt_G, opt_C, opt_critic = opts
     torch.manual_seed(step_seed(cfg.seed, step, 2))  # dropout of the binary code mapping (Eq. 2)
 
@@ -355,11 +363,12 @@ def _train_step(model: DRDPGAN, C: nn.Module, critic: nn.Module, opts, x: torch.
     C.requires_grad_(False)
     critic.requires_grad_(False)
     with _autocast(cfg, x):
-        o = generator_objective(model, C, critic, x, cfg, step, sigma)
+        o = generator_objective(model, C, critic, x, cfg, step, sigma, rows)
     opt_G.zero_grad(set_to_none=True)
     o["loss_G"].backward()
+    ddp.average_gradients(_params(opt_G))
     if cfg.grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_([p for g in opt_G.param_groups for p in g["params"]], cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_(_params(opt_G), cfg.grad_clip)
     factor = joint_lr_factor(cfg, step)
     for g in opt_G.param_groups:  # stateless: the factor follows from the step, so a resumed run gets the same
         g["lr"] = g.setdefault("base_lr", g["lr"]) * factor
@@ -382,9 +391,11 @@ def _train_step(model: DRDPGAN, C: nn.Module, critic: nn.Module, opts, x: torch.
             out["r1"] = r1.detach()
         opt_C.zero_grad(set_to_none=True)
         total_C.backward()
+        ddp.average_gradients(_params(opt_C))
         opt_C.step()
         opt_critic.zero_grad(set_to_none=True)
         j["loss_critic"].backward()
+        ddp.average_gradients(_params(opt_critic))
         opt_critic.step()
         out.update({"loss_C": j["loss_C"], "C_real": j["c_real"].mean(), "C_anon": j["c_anon"].mean(),
                     "C_rec": j["c_rec"].mean(), "loss_critic": j["loss_critic"], "critic_real": j["s_real"].mean(),
@@ -410,6 +421,11 @@ def train_drdpgan(
 
     ``evaluate(model) -> {name: number}``: measured every ``cfg.eval_every`` steps into ``metrics.csv``.
 
+    Under ``torchrun`` (:mod:`drdpgan.distributed`) every process runs this with the same arguments: each takes its
+    rows of the configured global batch, gradients are averaged, and rank 0 alone logs, evaluates and writes
+    checkpoints; the result is the single-process run's up to the batch statistics of E_P's BatchNorm and C's
+    minibatch standard deviation (tested).
+
     ``discriminator``: an optional (e.g. pretrained StyleGAN2) ``C`` to start from; by default a
     fresh :class:`StyleGAN2Discriminator` of the generator's config, seeded by ``cfg.seed``. The
     critic is always fresh. Resumes from the latest checkpoint in ``out_dir/checkpoints``
@@ -422,7 +438,11 @@ def train_drdpgan(
     from tqdm.auto import tqdm
 
     out = Path(out_dir)
-    checkpoint_dir(out).mkdir(parents=True, exist_ok=True)
+    main = ddp.is_main()
+    rows = ddp.shard_rows(cfg.batch_size) if ddp.world_size() > 1 else None  # this process's rows of each batch
+    if main:
+        checkpoint_dir(out).mkdir(parents=True, exist_ok=True)
+    ddp.barrier()
     R = model.cfg.resolution
     dev = torch.device(cfg.device)
     _apply_freezing(model, cfg)
@@ -431,6 +451,7 @@ def train_drdpgan(
         C = discriminator if discriminator is not None else StyleGAN2Discriminator(model.generator.cfg)
         critic = SteganalysisCritic(cfg.critic_config(R))
     model.to(dev), C.to(dev), critic.to(dev)
+    ddp.broadcast_parameters(model, C, critic)  # the replicas start equal whatever each process built
     if C.img_resolution != R:
         raise ValueError(f"discriminator is {C.img_resolution} px, the model {R} px")
     opts = build_optimizers(model, C, critic, cfg)
@@ -456,18 +477,25 @@ def train_drdpgan(
         opt_critic.load_state_dict(ck["opt_critic"])
         step = int(ck["step"])
         acc = {k: list(v) for k, v in ck.get("log_acc", {}).items()}
-        rewrite_csv_upto(out / "losses.csv", step)
-        rewrite_csv_upto(out / "metrics.csv", step)
-    log = CSVLog(out / "losses.csv", ["step", "images"] + LOSS_COLUMNS + ["sec_per_step", "time"])
+        if main:
+            rewrite_csv_upto(out / "losses.csv", step)
+            rewrite_csv_upto(out / "metrics.csv", step)
+    ddp.barrier()
+    log = CSVLog(out / "losses.csv", ["step", "images"] + LOSS_COLUMNS + ["sec_per_step", "time"]) if main else None
 
-    def save_checkpoint() -> Path:
-        state = {
-            "model": model.state_dict(), "C": C.state_dict(), "critic": critic.state_dict(),
-            "opt_G": opt_G.state_dict(), "opt_C": opt_C.state_dict(), "opt_critic": opt_critic.state_dict(),
-            "step": step, "data": {"sampler_seed": cfg.seed, "position": step * cfg.batch_size},
-            "configs": configs, "log_acc": acc, "rng": _rng_record(),
-        }
-        return save_rotating(state, out, step, cfg.keep_checkpoints)
+    def save_checkpoint() -> Path | None:
+        """Rank 0 writes (every replica holds the same state); the others wait for it."""
+        path = None
+        if main:
+            state = {
+                "model": model.state_dict(), "C": C.state_dict(), "critic": critic.state_dict(),
+                "opt_G": opt_G.state_dict(), "opt_C": opt_C.state_dict(), "opt_critic": opt_critic.state_dict(),
+                "step": step, "data": {"sampler_seed": cfg.seed, "position": step * cfg.batch_size},
+                "configs": configs, "log_acc": acc, "rng": _rng_record(),
+            }
+            path = save_rotating(state, out, step, cfg.keep_checkpoints)
+        ddp.barrier()
+        return path
 
     def run_evaluation() -> None:
         model.eval()
@@ -490,14 +518,15 @@ def train_drdpgan(
     _set_train_mode(model, cfg)
     C.train()
     critic.train()
-    pbar = tqdm(total=cfg.steps, initial=min(step, cfg.steps), disable=not progress, desc="drdpgan",
+    pbar = tqdm(total=cfg.steps, initial=min(step, cfg.steps), disable=not (progress and main), desc="drdpgan",
                 dynamic_ncols=True)
     try:
         with torch.random.fork_rng(devices=[]):
             while step < cfg.steps:
-                idx = [next(sampler) for _ in range(cfg.batch_size)]
+                idx = [next(sampler) for _ in range(cfg.batch_size)]  # the global batch
+                idx = idx if rows is None else idx[rows]
                 x = torch.stack([dataset[i]["image"] for i in idx]).float().to(dev)  # (B, 3, R, R)
-                last = _train_step(model, C, critic, opts, x, cfg, step, sigma, gamma)
+                last = ddp.average_scalars(_train_step(model, C, critic, opts, x, cfg, step, sigma, gamma, rows))
                 bad = [k for k, v in last.items() if not math.isfinite(v)]
                 if bad:
                     raise FloatingPointError(f"non-finite {bad} at step {step}: {last}")
@@ -510,10 +539,11 @@ def train_drdpgan(
                 if cfg.log_every > 0 and (step % cfg.log_every == 0 or step == cfg.steps):
                     now = time.perf_counter()
                     final = {k: s / max(n, 1) for k, (s, n) in acc.items()}
-                    log.write({"step": step, "images": step * cfg.batch_size, **final,
-                               "sec_per_step": (now - t_row) / max(steps_row, 1), "time": time.time()})
+                    if main:
+                        log.write({"step": step, "images": step * cfg.batch_size, **final,
+                                   "sec_per_step": (now - t_row) / max(steps_row, 1), "time": time.time()})
                     acc, t_row, steps_row = {}, now, 0
-                if evaluate is not None and cfg.eval_every > 0 and step % cfg.eval_every == 0:
+                if evaluate is not None and cfg.eval_every > 0 and step % cfg.eval_every == 0 and main:
                     run_evaluation()
                 pbar.update(1)
                 pbar.set_postfix(G=f"{last['loss_G']:.3f}", info=f"{last['ano_info']:.3f}",
@@ -545,12 +575,13 @@ def train_drdpgan(
     metrics_path = out / "final_metrics.json"
     if not final_ckpt.is_file() or n_run > 0:
         save_checkpoint()
-        atomic_write_json(metrics_path, {k: v for k, v in result.items() if k != "out_dir"})
-        try:
-            fig = plot_losses(out / "losses.csv")
-            fig.savefig(out / "losses.png", dpi=100)
-        except Exception as e:  # a plot must never lose a finished run
-            print(f"[train_drdpgan] loss plot failed: {e}")
+        if main:
+            atomic_write_json(metrics_path, {k: v for k, v in result.items() if k != "out_dir"})
+            try:
+                fig = plot_losses(out / "losses.csv")
+                fig.savefig(out / "losses.png", dpi=100)
+            except Exception as e:  # a plot must never lose a finished run
+                print(f"[train_drdpgan] loss plot failed: {e}")
     elif metrics_path.is_file():
         prev = json.loads(metrics_path.read_text())
         result.update({k: prev[k] for k in ("last", "final", "sec_per_step", "steps_per_sec") if k in prev})

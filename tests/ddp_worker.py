@@ -1,0 +1,41 @@
+"""A tiny DR-DPGAN run for tests/test_distributed.py, launched by ``torchrun`` (or alone).
+
+    python -m torch.distributed.run --nproc_per_node=2 tests/ddp_worker.py OUT_DIR STEPS [STOP_AFTER] [exact]
+
+Trains :func:`toys.tiny_model` on :class:`toys.ToyCircles` with a global batch of 4 for STEPS steps (ending this
+call after STOP_AFTER, a simulated kill; 0 for none), single-threaded per process, and writes nothing but the
+trainer's own files (rank 0). ``exact``: without the layers whose output depends on which samples share a batch
+(E_P's BatchNorm replaced by the identity, C without its minibatch standard deviation), so that a shard's step is
+the single process's step up to float summation order.
+"""
+import dataclasses
+import sys
+
+import torch
+from torch import nn
+
+from drdpgan import distributed as ddp
+from drdpgan.models.discriminator import StyleGAN2Discriminator
+from drdpgan.train_drdpgan import DRDPGANTrainConfig, train_drdpgan
+from toys import RES, ToyCircles, tiny_model
+
+torch.set_num_threads(1)
+out, steps = sys.argv[1], int(sys.argv[2])
+stop_after = int(sys.argv[3]) if len(sys.argv) > 3 and int(sys.argv[3]) > 0 else None
+exact = "exact" in sys.argv[4:]
+ddp.init_from_env("cpu")
+cfg = DRDPGANTrainConfig(steps=steps, batch_size=4, log_every=1, checkpoint_every=100, r1_every=2, seed=3,
+                         critic_base_channels=4, critic_max_channels=8, stop_after=stop_after,
+                         w_hide_footprint=0.5, w_attr=0.5, freeze_code_mapping=True)
+model, C = tiny_model(), None
+if exact:
+    for name, mod in list(model.extractor.named_modules()):
+        for child, sub in list(mod.named_children()):
+            if isinstance(sub, nn.BatchNorm2d):
+                setattr(mod, child, nn.Identity())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        C = StyleGAN2Discriminator(dataclasses.replace(model.generator.cfg, mbstd_num_channels=0))
+train_drdpgan(model, ToyCircles(n=16, resolution=RES, seed=0), cfg, out, progress=False, discriminator=C)
+if ddp.world_size() > 1:
+    torch.distributed.destroy_process_group()
