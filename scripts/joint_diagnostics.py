@@ -7,7 +7,8 @@ pretraining run folder (default: ``artifacts/pretrain/cpu/drdpgan``; the README'
 ``drdpgan-run8-mapperinit``, with the recipe of its commit), and trains
 ``STEPS`` steps of the recipe (its warm-up first, which is deterministic) with ``JSON`` overriding
 :class:`~drdpgan.train_drdpgan.DRDPGANTrainConfig` fields (``"weights": {"adv": 0}`` sets Eq. 16 weights;
-``"mapper": false`` keeps the untrained mapper; ``"fake_cfg": {"bank_pick": "uniform"}`` sets
+``"mapper": false`` keeps the untrained mapper; ``"model_cfg": {"fusion_mask_bias": -2}`` overrides the recipe's
+:class:`~drdpgan.models.drdpgan.DRDPGANConfig` fields; ``"fake_cfg": {"bank_pick": "uniform"}`` sets
 :class:`~drdpgan.models.fake_identity.FakeIdentityConfig` fields of the built model; ``"fake": "next_face"`` replaces Alg. 1's F'_id by the identity of
 the next face in the batch) into ``artifacts/pretrain/cpu/diagnostics/NAME`` (the final weights in its ``model.pt``,
 which ``scripts/drdpgan_grid.py`` reads); then prints ``quick_metrics`` on 32
@@ -41,6 +42,7 @@ if ovr.pop("fake", "alg1") == "next_face":  # F'_id := F_id of the next face in 
         return {"fake": fake, "cos": F.cosine_similarity(fake, f_id, dim=-1)}
 
     FakeIdentityGenerator.generate = next_face
+DRDPGAN_RECIPES["cpu"]["model"].update(ovr.pop("model_cfg", {}))
 m, _ = build_model("cpu", progress=False)
 for k, v in ovr.pop("fake_cfg", {}).items():
     setattr(m.fake_identity.cfg, k, v)
