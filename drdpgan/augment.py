@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .distributed import draw_rows
+
 __all__ = ["POLICIES", "diff_augment", "parse_policy"]
 
 POLICIES = ("color", "translation", "cutout")
@@ -33,7 +35,12 @@ def parse_policy(policy: str) -> tuple[str, ...]:
 
 
 def _rand(n: int, gen: torch.Generator, device, dtype) -> torch.Tensor:
-    return torch.rand(n, 1, 1, 1, generator=gen).to(device=device, dtype=dtype)
+    # per-sample draws go through draw_rows: a data-parallel process draws the global batch and keeps its rows
+    return draw_rows(lambda m: torch.rand(m, 1, 1, 1, generator=gen), n).to(device=device, dtype=dtype)
+
+
+def _randint(low: int, high: int, n: int, gen: torch.Generator) -> torch.Tensor:
+    return draw_rows(lambda m: torch.randint(low, high, (m,), generator=gen), n)
 
 
 def _color(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -48,8 +55,8 @@ def _color(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 def _translation(x: torch.Tensor, gen: torch.Generator, ratio: float = 0.125) -> torch.Tensor:
     b, _, h, w = x.shape
     sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    ty = torch.randint(-sh, sh + 1, (b,), generator=gen)
-    tx = torch.randint(-sw, sw + 1, (b,), generator=gen)
+    ty = _randint(-sh, sh + 1, b, gen)
+    tx = _randint(-sw, sw + 1, b, gen)
     padded = F.pad(x, (sw, sw, sh, sh))  # zeros enter
     rows = (torch.arange(h)[None, :] + sh - ty[:, None]).to(x.device)  # (B, H): source row of each output row
     cols = (torch.arange(w)[None, :] + sw - tx[:, None]).to(x.device)  # (B, W)
@@ -62,8 +69,8 @@ def _translation(x: torch.Tensor, gen: torch.Generator, ratio: float = 0.125) ->
 def _cutout(x: torch.Tensor, gen: torch.Generator, ratio: float = 0.5) -> torch.Tensor:
     b, _, h, w = x.shape
     ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    cy = torch.randint(0, h + (1 - ch % 2), (b,), generator=gen)
-    cx = torch.randint(0, w + (1 - cw % 2), (b,), generator=gen)
+    cy = _randint(0, h + (1 - ch % 2), b, gen)
+    cx = _randint(0, w + (1 - cw % 2), b, gen)
     ys = torch.arange(h)[None, :] - (cy[:, None] - ch // 2)
     xs = torch.arange(w)[None, :] - (cx[:, None] - cw // 2)
     keep_y = (ys < 0) | (ys >= ch)  # (B, H)

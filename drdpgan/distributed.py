@@ -1,10 +1,12 @@
 """Data-parallel training under ``torchrun`` (issue 18): one global batch split over the processes.
 
-    torchrun --nproc_per_node=2 -m drdpgan.pretrain drdpgan --profile smoke      (gloo on CPUs, nccl on GPUs)
+    torchrun --nproc_per_node=2 -m drdpgan.pretrain drdpgan --profile cpu       (gloo on CPUs, nccl on GPUs)
+    torchrun --nproc_per_node=2 -m drdpgan.pretrain stylegan2 --profile cpu
 
 Every process builds the same networks from the same seeds, reads the same global batch of the sampler and
-keeps its own contiguous rows of it (:func:`shard_rows`); the per-step random draws of the objective (fake
-identity noise, carrier bits, Eq. 13 noise) are drawn for the whole global batch and sliced the same way.
+keeps its own contiguous rows of it (:func:`shard_rows`); the per-sample random draws (DR-DPGAN: fake
+identity noise, carrier bits, Eq. 13 noise; StyleGAN2: latents, noise inputs, DiffAugment through
+:func:`draw_rows`) are drawn for the whole global batch and sliced the same way.
 After each backward pass the gradients are averaged over the processes (:func:`average_gradients`, one
 flattened all-reduce per optimiser), so every process takes the same optimiser step: with equal shards the
 average of the shards' mean losses is the global batch's mean loss, and the step is the single-process step
@@ -22,14 +24,19 @@ everything here is the identity and costs nothing.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
 
 import torch
 import torch.distributed as dist
 
 __all__ = ["init_from_env", "world_size", "rank", "is_main", "shard_rows", "average_gradients",
-           "average_scalars", "broadcast_parameters", "barrier"]
+           "average_scalars", "broadcast_parameters", "barrier", "sharded_draws", "draw_rows"]
+
+#: (global batch, this process's rows) while :func:`sharded_draws` is active
+_SHARD: ContextVar[tuple[int, slice] | None] = ContextVar("drdpgan_shard", default=None)
 
 
 def init_from_env(device: str = "cpu") -> bool:
@@ -118,3 +125,26 @@ def broadcast_parameters(*modules: torch.nn.Module) -> None:
 def barrier() -> None:
     if world_size() > 1:
         dist.barrier()
+
+
+@contextlib.contextmanager
+def sharded_draws(global_batch: int, rows: slice | None) -> Iterator[None]:
+    """Inside, :func:`draw_rows` makes per-sample random draws for the whole ``global_batch`` and keeps ``rows``
+    (the StyleGAN2 trainer's noise inputs and DiffAugment parameters); ``rows=None`` changes nothing."""
+    token = _SHARD.set(None if rows is None else (global_batch, rows))
+    try:
+        yield
+    finally:
+        _SHARD.reset(token)
+
+
+def draw_rows(draw: Callable[[int], torch.Tensor], batch: int) -> torch.Tensor:
+    """``draw(n)`` makes a per-sample draw of ``n`` rows from an explicit generator; returns this process's
+    ``batch`` rows of the global batch's draw inside :func:`sharded_draws`, else ``draw(batch)``."""
+    shard = _SHARD.get()
+    if shard is None:
+        return draw(batch)
+    n, rows = shard
+    if rows.stop - rows.start != batch:
+        raise ValueError(f"a shard of {rows.stop - rows.start} rows, drawing for {batch}")
+    return draw(n)[rows]

@@ -267,7 +267,9 @@ def record_provenance(out: Path, event: dict[str, Any]) -> dict[str, Any]:
 
 
 def pretrain_stylegan2(profile: str, steps: int | None = None, progress: bool = True):
-    """Train (or resume) the profile's StyleGAN2 with its pretraining recipe."""
+    """Train (or resume) the profile's StyleGAN2 with its pretraining recipe (also under ``torchrun``: rank 0
+    prepares the data and records provenance first, and alone saves the final network)."""
+    from . import distributed as ddp
     from . import stages
     from .runlog import latest_checkpoint
     from .train_stylegan2 import train_stylegan2
@@ -296,12 +298,20 @@ def pretrain_stylegan2(profile: str, steps: int | None = None, progress: bool = 
 
         init_state = torch.load(src, map_location="cpu", weights_only=False)
         init_info = {"init": str(src.relative_to(artifacts_root())), "init_sha256": sha256_of(src)}
-    record_provenance(out, {"network": "stylegan2", "profile": profile, "start_step": start,
-                            "target_steps": tcfg.steps, **init_info})
-    data = stages.face_data(p01, progress)
+    main = ddp.is_main()
+    if not main:  # rank 0 builds the data caches first; the others then read them
+        ddp.barrier()
+    else:
+        record_provenance(out, {"network": "stylegan2", "profile": profile, "start_step": start,
+                                "target_steps": tcfg.steps, "world_size": ddp.world_size(), **init_info})
+    data = stages.face_data(p01, progress and main)
+    if main:
+        ddp.barrier()
     t0 = time.time()
     G, metrics = train_stylegan2(data["train"], gcfg, tcfg, out, progress=progress, init_state=init_state)
     G = G.cpu()
+    if not main:
+        return G, metrics
     from .checkpoints import save_checkpoint
 
     with open(out / "losses.csv", newline="") as f:  # training time over every segment of the run
@@ -663,9 +673,13 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(a.threads)
     if a.device != "cpu":
         set_device(a.device)
-    if a.what == "stylegan2":
+    if a.what == "stylegan2":  # also under torchrun --nproc_per_node=N (drdpgan.distributed)
+        from . import distributed as ddp
+
+        ddp.init_from_env(a.device)
         _, metrics = pretrain_stylegan2(a.profile, a.steps, progress=not a.quiet)
-        print(json.dumps(metrics, indent=1))
+        if ddp.is_main():
+            print(json.dumps(metrics, indent=1))
     elif a.what == "drdpgan":  # also under torchrun --nproc_per_node=N (drdpgan.distributed)
         from . import distributed as ddp
         from .pretrain_drdpgan import pretrain_drdpgan

@@ -52,6 +52,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from . import distributed as ddp
 from .augment import diff_augment, parse_policy
 from .losses import adversarial_loss, discriminator_logistic_loss
 from .models.discriminator import StyleGAN2Discriminator
@@ -250,8 +251,10 @@ def _ema_update(G_ema: nn.Module, G: nn.Module, beta: float) -> None:
 
 
 def _gen_ws(G: StyleGAN2Generator, batch: int, z_gen: torch.Generator, mixing_prob: float,
-            update_w_avg: bool) -> torch.Tensor:
-    """Mapping with StyleGAN style-mixing regularization (all random numbers from ``z_gen``)."""
+            update_w_avg: bool, rows: slice | None = None) -> torch.Tensor:
+    """Mapping with StyleGAN style-mixing regularization (all random numbers from ``z_gen``). ``rows``: a
+    data-parallel process's rows of the ``batch`` latents (every process maps the whole batch, so the tracked
+    ``w_avg`` follows the global batch as in one process)."""
     dev = next(G.parameters()).device
     z = torch.randn(batch, G.z_dim, generator=z_gen).to(dev)
     ws = G.mapping(z, update_w_avg=update_w_avg)  # (B, num_ws, w_dim)
@@ -262,7 +265,7 @@ def _gen_ws(G: StyleGAN2Generator, batch: int, z_gen: torch.Generator, mixing_pr
         if u < mixing_prob:
             ws = ws.clone()
             ws[:, cutoff:] = G.mapping(z2)[:, cutoff:]
-    return ws
+    return ws if rows is None else ws[rows]
 
 
 def _generate(G: StyleGAN2Generator, z: torch.Tensor, batch: int = 32, psi: float = 1.0) -> torch.Tensor:
@@ -291,13 +294,22 @@ def train_stylegan2(
     (NOT Inception FID; default :func:`pixel_features`). Returns ``(G_ema in eval mode,
     final metrics dict)``. ``init_state`` (``{"G", "G_ema", "D"}`` state dicts, e.g. a checkpoint of
     another run) is the starting point of a new run; a resume ignores it.
+
+    Under ``torchrun`` (:mod:`drdpgan.distributed`) every process runs this with the same arguments: each takes its
+    rows of the global batch and of every per-sample draw (latents, style mixing, noise inputs, DiffAugment),
+    gradients are averaged, and rank 0 alone writes; the losses equal one process's up to D's minibatch standard
+    deviation over the shard (tested).
     """
     from tqdm.auto import tqdm
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "samples").mkdir(exist_ok=True)
-    checkpoint_dir(out).mkdir(exist_ok=True)
+    main = ddp.is_main()  # under torchrun (drdpgan.distributed) rank 0 alone writes
+    rows = ddp.shard_rows(tcfg.batch_size) if ddp.world_size() > 1 else None
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "samples").mkdir(exist_ok=True)
+        checkpoint_dir(out).mkdir(exist_ok=True)
+    ddp.barrier()
     feat_fn = feature_fn if feature_fn is not None else pixel_features
     feat_name = getattr(feature_fn, "__name__", type(feature_fn).__name__) if feature_fn is not None else "pixel8"
 
@@ -358,12 +370,15 @@ def train_stylegan2(
         opt_D.load_state_dict(ck["opt_D"])
         z_gen.set_state(ck["z_gen"])
         step, cur_nimg = int(ck["step"]), int(ck["cur_nimg"])
-        for name in ("losses.csv", "metrics.csv"):
-            rewrite_csv_upto(out / name, step)
-
-    loss_log = CSVLog(out / "losses.csv", ["step", "kimg", "loss_G", "loss_D", "r1", "D_real", "D_fake",
-                                            "sec_per_step", "time"])
-    metric_log = CSVLog(out / "metrics.csv", ["step", "kimg", "frechet", "features", "num"])
+        if main:
+            for name in ("losses.csv", "metrics.csv"):
+                rewrite_csv_upto(out / name, step)
+    ddp.broadcast_parameters(G, G_ema, D)  # the replicas start equal whatever each process built
+    ddp.barrier()
+    if main:
+        loss_log = CSVLog(out / "losses.csv", ["step", "kimg", "loss_G", "loss_D", "r1", "D_real", "D_fake",
+                                                "sec_per_step", "time"])
+        metric_log = CSVLog(out / "metrics.csv", ["step", "kimg", "frechet", "features", "num"])
 
     # ---- data: explicit seeded generator, num_workers=0, resumable order
     sampler = EpochSampler(len(dataset), tcfg.seed, start=cur_nimg)
@@ -391,16 +406,18 @@ def train_stylegan2(
         save_image_grid(imgs, out / "samples" / f"step_{step:07d}.png", nrow=nrow)
 
     def save_checkpoint() -> None:
-        state = {
-            "G": G.state_dict(), "G_ema": G_ema.state_dict(), "D": D.state_dict(),
-            "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
-            "step": step, "cur_nimg": cur_nimg,
-            "gcfg": gcfg.to_dict(), "tcfg": tcfg.to_dict(),
-            "z_gen": z_gen.get_state(), "rng": _rng_state(),
-        }
-        save_rotating(state, out, step, tcfg.keep_checkpoints)
+        if main:  # every replica holds the same state (and z_gen, drawn for the global batch on each)
+            state = {
+                "G": G.state_dict(), "G_ema": G_ema.state_dict(), "D": D.state_dict(),
+                "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
+                "step": step, "cur_nimg": cur_nimg,
+                "gcfg": gcfg.to_dict(), "tcfg": tcfg.to_dict(),
+                "z_gen": z_gen.get_state(), "rng": _rng_state(),
+            }
+            save_rotating(state, out, step, tcfg.keep_checkpoints)
+        ddp.barrier()
 
-    if step == 0:
+    if step == 0 and main:
         save_samples()
 
     last_fd: float | None = None
@@ -408,34 +425,36 @@ def train_stylegan2(
     r1_val = float("nan")  # the latest R1 value (computed every r1_every steps), logged with each row
     G.train()
     D.train()
-    pbar = tqdm(total=tcfg.steps, initial=min(step, tcfg.steps), disable=not progress, desc="stylegan2",
+    pbar = tqdm(total=tcfg.steps, initial=min(step, tcfg.steps), disable=not (progress and main), desc="stylegan2",
                 dynamic_ncols=True)
     t_last = time.perf_counter()
     while step < tcfg.steps:
         B = tcfg.batch_size
-        reals = next(batches).to(dev)  # (B, 3, R, R)
+        reals = next(batches)  # (B, 3, R, R), the global batch
+        reals = (reals if rows is None else reals[rows]).to(dev)  # this process's rows of it
 
         # -- G: non-saturating loss
         _requires_grad(G, True)
         _requires_grad(D, False)
-        ws = _gen_ws(G, B, z_gen, tcfg.style_mixing_prob, update_w_avg=True)
-        with autocast():
+        ws = _gen_ws(G, B, z_gen, tcfg.style_mixing_prob, update_w_avg=True, rows=rows)
+        with autocast(), ddp.sharded_draws(B, rows):
             fake_logits = D(augment(G.synthesis(ws, noise_mode="random", generator=z_gen)))
         loss_G = adversarial_loss(fake_logits.float())  # non-saturating, DR-DPGAN Eq. 9
         opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
+        ddp.average_gradients(G.parameters())
         opt_G.step()
 
         # -- D: logistic loss (+ lazy R1 on reals)
         _requires_grad(G, False)
         _requires_grad(D, True)
         with torch.no_grad():
-            ws = _gen_ws(G, B, z_gen, tcfg.style_mixing_prob, update_w_avg=False)
-            with autocast():
+            ws = _gen_ws(G, B, z_gen, tcfg.style_mixing_prob, update_w_avg=False, rows=rows)
+            with autocast(), ddp.sharded_draws(B, rows):
                 fake = G.synthesis(ws, noise_mode="random", generator=z_gen).float()
         do_r1 = tcfg.r1_every > 0 and gamma > 0 and step % tcfg.r1_every == 0
         reals_in = reals.detach().requires_grad_(do_r1)
-        with autocast(enabled=not do_r1):
+        with autocast(enabled=not do_r1), ddp.sharded_draws(B, rows):
             real_logits = D(augment(reals_in)).float()
             fake_logits = D(augment(fake)).float()
         loss_D = discriminator_logistic_loss(real_logits, fake_logits)
@@ -446,6 +465,7 @@ def train_stylegan2(
             r1_val = float(r1.detach())
         opt_D.zero_grad(set_to_none=True)
         total_D.backward()
+        ddp.average_gradients(D.parameters())
         opt_D.step()
 
         # -- EMA
@@ -457,11 +477,14 @@ def train_stylegan2(
         _ema_update(G_ema, G, beta)
         step += 1
 
-        last = {"loss_G": float(loss_G.detach()), "loss_D": float(loss_D.detach()),
-                "D_real": float(real_logits.detach().mean()), "D_fake": float(fake_logits.detach().mean())}
+        last = ddp.average_scalars({"loss_G": float(loss_G.detach()), "loss_D": float(loss_D.detach()),
+                                    "D_real": float(real_logits.detach().mean()),
+                                    "D_fake": float(fake_logits.detach().mean())})
+        if do_r1:
+            r1_val = ddp.average_scalars({"r1": r1_val})["r1"]
         if not (math.isfinite(last["loss_G"]) and math.isfinite(last["loss_D"])):
             raise FloatingPointError(f"non-finite loss at step {step}: {last}")
-        if tcfg.log_every > 0 and (step % tcfg.log_every == 0 or step == tcfg.steps):
+        if tcfg.log_every > 0 and (step % tcfg.log_every == 0 or step == tcfg.steps) and main:
             now = time.perf_counter()
             n_since = tcfg.log_every if step % tcfg.log_every == 0 else max(1, step % tcfg.log_every)
             loss_log.write({"step": step, "kimg": cur_nimg / 1000, **last, "r1": r1_val,
@@ -470,9 +493,9 @@ def train_stylegan2(
         pbar.update(1)
         pbar.set_postfix(G=f"{last['loss_G']:.3f}", D=f"{last['loss_D']:.3f}",
                          fd=("-" if last_fd is None else f"{last_fd:.3g}"))
-        if tcfg.sample_every > 0 and step % tcfg.sample_every == 0:
+        if tcfg.sample_every > 0 and step % tcfg.sample_every == 0 and main:
             save_samples()
-        if tcfg.metric_every > 0 and step % tcfg.metric_every == 0 and step != tcfg.steps:
+        if tcfg.metric_every > 0 and step % tcfg.metric_every == 0 and step != tcfg.steps and main:
             last_fd = compute_metric()
         if tcfg.checkpoint_every > 0 and step % tcfg.checkpoint_every == 0 and step != tcfg.steps:
             save_checkpoint()
@@ -480,13 +503,18 @@ def train_stylegan2(
 
     # ---- final artifacts (also on a resume that had nothing left to do)
     final_ckpt = checkpoint_dir(out) / f"ckpt_{step:07d}.pt"
-    if not final_ckpt.is_file():
-        save_samples()
-        if tcfg.metric_every >= 0:
-            last_fd = compute_metric()
+    ddp.barrier()  # every process looks before rank 0 writes it
+    finished_before = final_ckpt.is_file()
+    ddp.barrier()
+    if not finished_before:
+        if main:
+            save_samples()
+            if tcfg.metric_every >= 0:
+                last_fd = compute_metric()
         save_checkpoint()
         metrics = {"step": step, "kimg": cur_nimg / 1000, "frechet": last_fd, "features": feat_name, **last}
-        atomic_write_json(out / "final_metrics.json", metrics)
+        if main:
+            atomic_write_json(out / "final_metrics.json", metrics)
     else:
         p = out / "final_metrics.json"
         metrics = json.loads(p.read_text()) if p.is_file() else {"step": step, "kimg": cur_nimg / 1000}

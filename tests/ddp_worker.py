@@ -1,12 +1,14 @@
 """A tiny DR-DPGAN run for tests/test_distributed.py, launched by ``torchrun`` (or alone).
 
-    python -m torch.distributed.run --nproc_per_node=2 tests/ddp_worker.py OUT_DIR STEPS [STOP_AFTER] [exact]
+    python -m torch.distributed.run --nproc_per_node=2 tests/ddp_worker.py OUT_DIR STEPS [STOP_AFTER] [exact] [stylegan2]
 
 Trains :func:`toys.tiny_model` on :class:`toys.ToyCircles` with a global batch of 4 for STEPS steps (ending this
 call after STOP_AFTER, a simulated kill; 0 for none), single-threaded per process, and writes nothing but the
 trainer's own files (rank 0). ``exact``: without the layers whose output depends on which samples share a batch
 (E_P's BatchNorm replaced by the identity, C without its minibatch standard deviation), so that a shard's step is
-the single process's step up to float summation order.
+the single process's step up to float summation order. ``stylegan2``: the StyleGAN2 trainer instead (32 px,
+global batch 4, DiffAugment on, style mixing; ``exact`` drops D's minibatch standard deviation; STOP_AFTER is
+ignored, a kill is simulated by a shorter STEPS).
 """
 import dataclasses
 import sys
@@ -24,6 +26,19 @@ out, steps = sys.argv[1], int(sys.argv[2])
 stop_after = int(sys.argv[3]) if len(sys.argv) > 3 and int(sys.argv[3]) > 0 else None
 exact = "exact" in sys.argv[4:]
 ddp.init_from_env("cpu")
+if "stylegan2" in sys.argv[4:]:
+    from drdpgan.models.stylegan2 import StyleGAN2Config
+    from drdpgan.train_stylegan2 import TrainConfig, train_stylegan2
+
+    gcfg = StyleGAN2Config(resolution=32, z_dim=16, w_dim=16, mapping_layers=2, channel_base=256, channel_max=16,
+                           mbstd_num_channels=0 if exact else 1)
+    tcfg = TrainConfig(steps=steps, batch_size=4, r1_every=2, checkpoint_every=100, sample_every=0, metric_every=-1,
+                       num_samples=4, log_every=1, seed=7, diffaugment="color,translation,cutout",
+                       style_mixing_prob=0.9)
+    train_stylegan2(ToyCircles(n=16, resolution=32, seed=0), gcfg, tcfg, out, progress=False)
+    if ddp.world_size() > 1:
+        torch.distributed.destroy_process_group()
+    sys.exit(0)
 cfg = DRDPGANTrainConfig(steps=steps, batch_size=4, log_every=1, checkpoint_every=100, r1_every=2, seed=3,
                          critic_base_channels=4, critic_max_channels=8, stop_after=stop_after,
                          w_hide_footprint=0.5, w_attr=0.5, freeze_code_mapping=True)

@@ -77,6 +77,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..distributed import draw_rows
+
 __all__ = [
     "StyleGAN2Config",
     "StyleGAN2Generator",
@@ -337,9 +339,11 @@ class SynthesisLayer(nn.Module):
             if noise is None:
                 if noise_mode == "random":
                     # drawn on the generator's device (a CPU generator can feed a CUDA model)
-                    noise = torch.randn((x.shape[0], 1, self.resolution, self.resolution), generator=generator,
-                                        device=generator.device if generator is not None else x.device,
-                                        dtype=x.dtype).to(x.device)
+                    # (a data-parallel process draws the global batch's noise and keeps its rows: draw_rows)
+                    noise = draw_rows(lambda n: torch.randn(
+                        (n, 1, self.resolution, self.resolution), generator=generator,
+                        device=generator.device if generator is not None else x.device, dtype=x.dtype),
+                        x.shape[0]).to(x.device)
                 elif noise_mode == "const":
                     noise = self.noise_const
                 elif noise_mode != "none":
