@@ -75,14 +75,17 @@ def _images_per_s(fn, x: torch.Tensor, repeats: int) -> float:
 def benchmark_drdpgan(profile: str, sizes=(64, 128), batches=(1, 32), train_batch: int = 8, repeats: int = 2,
                       train_steps: int = 2) -> dict:
     """Anonymize / recover throughput (images/s, best of ``repeats`` after a warm-up) at each size and
-    batch, training steps/s (median, :func:`drdpgan.train_drdpgan.time_training_step`) at each size,
-    and the peak resident memory of this process (MiB), for the network sizes of ``profile``."""
+    batch, training steps/s (median, :func:`drdpgan.train_drdpgan.time_training_step`, fp32) at each size with
+    its FLOPs (:func:`training_step_flops`) as a fraction of the measured fp32 matmul peak (:func:`matmul_peak`,
+    the bf16 peak beside it), and the peak resident memory of this process (MiB), for the network sizes of
+    ``profile``."""
     import os
     import platform
     import resource
 
     from .train_drdpgan import time_training_step
 
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     rows = []
     for size in sizes:
         model = profile_model(profile, size)
@@ -94,11 +97,59 @@ def benchmark_drdpgan(profile: str, sizes=(64, 128), batches=(1, 32), train_batc
                 r_ips = _images_per_s(lambda v: model.recover(v), anon, repeats)
             rows.append({"size": size, "batch": b, "anonymize_images_per_s": a_ips, "recover_images_per_s": r_ips})
         sec = time_training_step(model, batch_size=train_batch, n_steps=train_steps)
-        rows.append({"size": size, "batch": train_batch, "train_steps_per_s": 1.0 / sec, "train_sec_per_step": sec})
+        flops = training_step_flops(model, train_batch)
+        rows.append({"size": size, "batch": train_batch, "train_steps_per_s": 1.0 / sec, "train_sec_per_step": sec,
+                     "train_images_per_s": train_batch / sec, "train_gflop_per_step": flops / 1e9,
+                     "train_gflop_per_s": flops / sec / 1e9,
+                     "train_fraction_of_fp32_matmul_peak": flops / sec / peaks["fp32"]})
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"profile": profile, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "machine": platform.machine(), "cpus": os.cpu_count(), "load_average_1min": os.getloadavg()[0],
+            "matmul_peak_gflop_per_s": {k: v / 1e9 for k, v in peaks.items()},
             "results": rows, "peak_rss_mib": peak_kib / 1024.0}
+
+
+def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 3) -> float:
+    """This machine's measured matmul speed (FLOP/s, best of ``repeats`` after a warm-up) for ``n x n`` matrices
+    in ``dtype`` at the current thread count: the ceiling a training step's speed is compared with."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=g).to(dtype), torch.randn(n, n, generator=g).to(dtype)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n**3 / best
+
+
+def training_step_flops(model, batch_size: int = 8, cfg=None, seed: int = 0) -> float:
+    """FLOPs of one DR-DPGAN training step (generator side, judges, all backward passes; a joint step without the
+    lazy R1, which 1 step in ``r1_every`` adds and which the counter cannot follow through ``autograd.grad``) counted by :class:`torch.utils.flop_counter.FlopCounterMode` (matmuls and convolutions,
+    the operations that dominate), on a copy of ``model``."""
+    import copy
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .models.critic import SteganalysisCritic
+    from .models.discriminator import StyleGAN2Discriminator
+    from .train_drdpgan import DRDPGANTrainConfig, _apply_freezing, _set_train_mode, _train_step, build_optimizers
+
+    m = copy.deepcopy(model)
+    cfg = cfg or DRDPGANTrainConfig(batch_size=batch_size)
+    _apply_freezing(m, cfg)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        C = StyleGAN2Discriminator(m.generator.cfg)
+        critic = SteganalysisCritic(cfg.critic_config(m.cfg.resolution))
+        opts = build_optimizers(m, C, critic, cfg)
+        R = m.cfg.resolution
+        x = torch.rand(batch_size, 3, R, R, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+        _set_train_mode(m, cfg)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            _train_step(m, C, critic, opts, x, cfg, 1, m.cfg.extractor_noise_sigma, float(cfg.r1_gamma))
+    return float(counter.get_total_flops())
 
 
 def benchmark_generator(resolution: int, w_dim: int, channel_max: int, batch_size: int = 8, repeats: int = 3) -> float:
