@@ -436,6 +436,7 @@ def pretrain_prior(network: str, profile: str, progress: bool = True) -> dict[st
     """Train (or resume) one prior network of ``profile`` (``identity``, ``evaluator`` or ``prior3d``)
     with its recipe on :func:`_training_set`, measure it with :func:`measure` (as the notebooks do),
     and save ``<work>/<network>.pt`` (the package's checkpoint format) with the metrics."""
+    from . import distributed as ddp
     from . import stages
     from .checkpoints import save_checkpoint
     from .repro import atomic_write_json
@@ -450,13 +451,21 @@ def pretrain_prior(network: str, profile: str, progress: bool = True) -> dict[st
         raise ValueError(f"unknown prior {network!r}; expected one of {sorted(builders)}")
     stem, config_of, trainer = builders[network]
     r, out = PRIOR_RECIPES[profile], work_dir(profile, network)
-    train, init, info = _training_set(network, profile, r, progress)
-    record_provenance(out, {"network": network, "profile": profile, "n_train": len(train), **info,
-                            "resumed": (out / "state" / "train_state.pt").is_file()})
+    main = ddp.is_main()  # under torchrun: rank 0 builds the data caches first, and alone records and saves
+    if not main:
+        ddp.barrier()
+    train, init, info = _training_set(network, profile, r, progress and main)
+    if main:
+        record_provenance(out, {"network": network, "profile": profile, "n_train": len(train), **info,
+                                "resumed": (out / "state" / "train_state.pt").is_file(),
+                                "world_size": ddp.world_size()})
+        ddp.barrier()
     t0 = time.time()
     model, hist = trainer(train, config_of(stages.notebook_params(stem, profile)), r[network], out_dir=out / "state",
                           progress=progress, **({"init_state": init} if init is not None else {}))
     model = model.cpu()  # measured and saved on the CPU, wherever it trained (as export measures it)
+    if not main:
+        return {}
     metrics = {**measure(network, profile, model, progress), "steps": hist["steps"],
                "images_seen": hist["steps"] * r[network].batch_size, "train_seconds": hist["time_s"],
                "n_train": len(train), "n_train_identities": int(train.n_identities), **info}
@@ -688,8 +697,13 @@ def main(argv: list[str] | None = None) -> int:
         result = pretrain_drdpgan(a.profile, a.steps, progress=not a.quiet)
         if ddp.is_main():
             print(json.dumps(result, indent=1, default=float))
-    else:
-        print(json.dumps(pretrain_prior(a.what, a.profile, progress=not a.quiet), indent=1, default=float))
+    else:  # also under torchrun --nproc_per_node=N (drdpgan.distributed)
+        from . import distributed as ddp
+
+        ddp.init_from_env(a.device)
+        metrics = pretrain_prior(a.what, a.profile, progress=not a.quiet)
+        if ddp.is_main():
+            print(json.dumps(metrics, indent=1, default=float))
     return 0
 
 

@@ -55,7 +55,9 @@ from .models.prior3d import (
     predict_prior3d,
     r2_per_coefficient,
 )
+from . import distributed as ddp
 from .checkpoints import save_checkpoint
+from .distributed import draw_rows
 from .repro import atomic_torch_save, atomic_write_json, make_generator, seed_everything
 
 __all__ = [
@@ -177,13 +179,15 @@ def augment_batch(images: torch.Tensor, gen: torch.Generator, flip_p: float = 0.
     All randomness comes from ``gen``.
     """
     b = images.shape[0]
-    flipped = torch.rand(b, generator=gen) < flip_p if flip_p > 0 else torch.zeros(b, dtype=torch.bool)
+    # per-sample draws through draw_rows: a data-parallel process draws the global batch's and keeps its rows
+    flipped = draw_rows(lambda n: torch.rand(n, generator=gen), b) < flip_p if flip_p > 0 else torch.zeros(
+        b, dtype=torch.bool)
     flipped = flipped.to(images.device)
     x = torch.where(flipped[:, None, None, None], images.flip(-1), images) if flip_p > 0 else images
     if shift > 0:
         h, w = x.shape[-2:]
         padded = F.pad(x, (shift, shift, shift, shift), mode="reflect")
-        offs = torch.randint(0, 2 * shift + 1, (b, 2), generator=gen)
+        offs = draw_rows(lambda n: torch.randint(0, 2 * shift + 1, (n, 2), generator=gen), b)
         x = torch.stack([padded[i, :, oy : oy + h, ox : ox + w] for i, (oy, ox) in enumerate(offs.tolist())])
     return x, flipped
 
@@ -256,10 +260,30 @@ def _to_device(batch, dev: torch.device):
     return batch
 
 
+def _batch_len(batch) -> int:
+    if isinstance(batch, torch.Tensor):
+        return batch.shape[0]
+    if isinstance(batch, dict):
+        return _batch_len(next(iter(batch.values())))
+    return len(batch)
+
+
+def _shard(batch, rows: slice):
+    if isinstance(batch, torch.Tensor):
+        return batch[rows]
+    if isinstance(batch, dict):
+        return {k: _shard(v, rows) for k, v in batch.items()}
+    if isinstance(batch, list):
+        return batch[rows]
+    return batch
+
+
 def _fit_inner(modules, loader, tcfg, step_fn, desc, progress, state_dir, generators) -> dict[str, Any]:
     dev = torch.device(getattr(tcfg, "device", "cpu"))
+    main = ddp.is_main()  # under torchrun (drdpgan.distributed): shards of each batch, averaged gradients
     for m in modules:
         m.to(dev)
+    ddp.broadcast_parameters(*modules)
     params = [p for m in modules for p in m.parameters()]
     opt = _make_optimizer(params, tcfg)
     steps_per_epoch = len(loader)
@@ -289,7 +313,7 @@ def _fit_inner(modules, loader, tcfg, step_fn, desc, progress, state_dir, genera
         torch.set_rng_state(st["torch_rng"])
         shuffle_gen.set_state(st["epoch_shuffle_state"])
     t0 = time.perf_counter() - t_before
-    bar = tqdm(total=total, initial=step, desc=desc, disable=not progress, leave=True)
+    bar = tqdm(total=total, initial=step, desc=desc, disable=not (progress and main), leave=True)
     try:
         while step < total:
             epoch_shuffle_state = shuffle_gen.get_state()
@@ -302,13 +326,21 @@ def _fit_inner(modules, loader, tcfg, step_fn, desc, progress, state_dir, genera
                 lr = tcfg.lr * _lr_factor(step, total, tcfg)
                 for g in opt.param_groups:
                     g["lr"] = lr
-                loss, acc = step_fn(_to_device(batch, dev), step)
+                rows, n = None, _batch_len(batch)
+                if ddp.world_size() > 1:
+                    rows = ddp.shard_rows(n)
+                    batch = _shard(batch, rows)
+                with ddp.sharded_draws(n, rows):
+                    loss, acc = step_fn(_to_device(batch, dev), step)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                ddp.average_gradients(params)
                 if tcfg.grad_clip:
                     nn.utils.clip_grad_norm_(params, tcfg.grad_clip)
                 opt.step()
-                lv = float(loss.detach())
+                avg = ddp.average_scalars({"loss": float(loss.detach()), "acc": float("nan") if acc is None
+                                           else float(acc)})
+                lv, acc = avg["loss"], (None if acc is None else avg["acc"])
                 if not math.isfinite(lv):
                     raise FloatingPointError(f"{desc}: loss became {lv} at step {step}")
                 hist["step_loss"].append(lv)
@@ -324,7 +356,7 @@ def _fit_inner(modules, loader, tcfg, step_fn, desc, progress, state_dir, genera
                     post["acc"] = f"{acc:.2f}"
                 bar.set_postfix(post, refresh=False)
                 bar.update(1)
-                if state_path is not None and every > 0 and step % every == 0 and step < total:
+                if state_path is not None and every > 0 and step % every == 0 and step < total and main:
                     atomic_torch_save({
                         "modules": [m.state_dict() for m in modules], "opt": opt.state_dict(), "step": step,
                         "epoch": epoch, "hist": hist, "time_s": time.perf_counter() - t0, "tcfg": asdict(tcfg),
@@ -357,8 +389,9 @@ def _images(batch: dict, channels_last: bool) -> torch.Tensor:
 
 
 def _save(out_dir, name: str, model: nn.Module, history: dict, extra: dict | None = None) -> None:
-    """``out_dir/<name>.pt`` in the package's one checkpoint format (:mod:`drdpgan.checkpoints`)."""
-    if out_dir is None:
+    """``out_dir/<name>.pt`` in the package's one checkpoint format (:mod:`drdpgan.checkpoints`); rank 0 alone
+    writes under ``torchrun``."""
+    if out_dir is None or not ddp.is_main():
         return
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

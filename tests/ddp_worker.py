@@ -1,6 +1,6 @@
 """A tiny DR-DPGAN run for tests/test_distributed.py, launched by ``torchrun`` (or alone).
 
-    python -m torch.distributed.run --nproc_per_node=2 tests/ddp_worker.py OUT_DIR STEPS [STOP_AFTER] [exact] [stylegan2]
+    python -m torch.distributed.run --nproc_per_node=2 tests/ddp_worker.py OUT_DIR STEPS [STOP_AFTER] [exact] [stylegan2 | fit]
 
 Trains :func:`toys.tiny_model` on :class:`toys.ToyCircles` with a global batch of 4 for STEPS steps (ending this
 call after STOP_AFTER, a simulated kill; 0 for none), single-threaded per process, and writes nothing but the
@@ -8,7 +8,8 @@ trainer's own files (rank 0). ``exact``: without the layers whose output depends
 (E_P's BatchNorm replaced by the identity, C without its minibatch standard deviation), so that a shard's step is
 the single process's step up to float summation order. ``stylegan2``: the StyleGAN2 trainer instead (32 px,
 global batch 4, DiffAugment on, style mixing; ``exact`` drops D's minibatch standard deviation; STOP_AFTER is
-ignored, a kill is simulated by a shorter STEPS).
+ignored, a kill is simulated by a shorter STEPS). ``fit``: the priors' training loop on a small BatchNorm-free
+classifier with the priors' flips and shifts, 8 per batch, ``step_loss.json`` written.
 """
 import dataclasses
 import sys
@@ -26,6 +27,36 @@ out, steps = sys.argv[1], int(sys.argv[2])
 stop_after = int(sys.argv[3]) if len(sys.argv) > 3 and int(sys.argv[3]) > 0 else None
 exact = "exact" in sys.argv[4:]
 ddp.init_from_env("cpu")
+if "fit" in sys.argv[4:]:  # the priors' loop (train_priors._fit) on a BatchNorm-free classifier with augment_batch
+    import json
+
+    import torch.nn.functional as F
+
+    from drdpgan.train_priors import IdentityTrainConfig, _fit, _loader, augment_batch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 8, 3, 2, 1), nn.ReLU(),
+                            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+    data = ToyCircles(n=32, resolution=RES, seed=0)
+    tcfg = IdentityTrainConfig(batch_size=8, epochs=2, max_steps=steps, lr=0.05, shift=2, flip_p=0.5,
+                               checkpoint_every=2, num_threads=1, warmup_steps=0,
+                               lr_schedule="constant")  # a shorter max_steps (the simulated kill) keeps the lr
+    gen = torch.Generator().manual_seed(5)
+
+    def step_fn(batch, step):
+        x, _ = augment_batch(batch["image"], gen, tcfg.flip_p, tcfg.shift)
+        y = batch["identity"].long() % 4
+        logits = net(x)
+        return F.cross_entropy(logits, y), (logits.argmax(1) == y).float().mean().item()
+
+    hist = _fit([net], _loader(data, tcfg.batch_size, tcfg.seed), tcfg, step_fn, "fit", False, state_dir=out,
+                generators={"augment": gen})
+    if ddp.is_main():
+        json.dump(hist["step_loss"], open(f"{out}/step_loss.json", "w"))
+    if ddp.world_size() > 1:
+        torch.distributed.destroy_process_group()
+    sys.exit(0)
 if "stylegan2" in sys.argv[4:]:
     from drdpgan.models.stylegan2 import StyleGAN2Config
     from drdpgan.train_stylegan2 import TrainConfig, train_stylegan2
