@@ -5,9 +5,10 @@
     torchrun --nproc_per_node=2 -m drdpgan.pretrain identity --profile cpu     (and evaluator, prior3d)
 
 Every process builds the same networks from the same seeds, reads the same global batch of the sampler and
-keeps its own contiguous rows of it (:func:`shard_rows`); the per-sample random draws (DR-DPGAN: fake
-identity noise, carrier bits, Eq. 13 noise; StyleGAN2: latents, noise inputs, DiffAugment; the priors' loop:
-flips and shifts; the last three through :func:`draw_rows`) are drawn for the whole global batch and sliced the same way.
+keeps its own contiguous rows of it (:func:`shard_rows`); the per-sample random draws are made for the whole
+global batch and sliced the same way (DR-DPGAN: fake identity noise, carrier bits, Eq. 13 noise, in
+:func:`drdpgan.objective.generator_objective`; StyleGAN2: latents, and through :func:`draw_rows` its noise inputs
+and DiffAugment; the priors' loop: flips and shifts, through :func:`draw_rows`).
 After each backward pass the gradients are averaged over the processes (:func:`average_gradients`, one
 flattened all-reduce per optimiser), so every process takes the same optimiser step: with equal shards the
 average of the shards' mean losses is the global batch's mean loss, and the step is the single-process step
