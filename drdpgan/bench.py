@@ -125,27 +125,15 @@ def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int 
 
 def training_step_flops(model, batch_size: int = 8, cfg=None, seed: int = 0) -> float:
     """FLOPs of one DR-DPGAN training step (generator side, judges, all backward passes; a joint step without the
-    lazy R1, which 1 step in ``r1_every`` adds and which the counter cannot follow through ``autograd.grad``) counted by :class:`torch.utils.flop_counter.FlopCounterMode` (matmuls and convolutions,
-    the operations that dominate), on a copy of ``model``."""
-    import copy
-
+    lazy R1, which 1 step in ``r1_every`` adds and which the counter cannot follow through ``autograd.grad``),
+    counted by :class:`torch.utils.flop_counter.FlopCounterMode` (matmuls and convolutions, the operations that
+    dominate), on a copy of ``model``."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .models.critic import SteganalysisCritic
-    from .models.discriminator import StyleGAN2Discriminator
-    from .train_drdpgan import DRDPGANTrainConfig, _apply_freezing, _set_train_mode, _train_step, build_optimizers
+    from .train_drdpgan import _train_step, step_harness
 
-    m = copy.deepcopy(model)
-    cfg = cfg or DRDPGANTrainConfig(batch_size=batch_size)
-    _apply_freezing(m, cfg)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        C = StyleGAN2Discriminator(m.generator.cfg)
-        critic = SteganalysisCritic(cfg.critic_config(m.cfg.resolution))
-        opts = build_optimizers(m, C, critic, cfg)
-        R = m.cfg.resolution
-        x = torch.rand(batch_size, 3, R, R, generator=torch.Generator().manual_seed(seed)) * 2 - 1
-        _set_train_mode(m, cfg)
+        m, C, critic, opts, x, cfg = step_harness(model, batch_size, cfg, seed)
         counter = FlopCounterMode(display=False)
         with counter:
             _train_step(m, C, critic, opts, x, cfg, 1, m.cfg.extractor_noise_sigma, float(cfg.r1_gamma))

@@ -622,6 +622,25 @@ def plot_losses(csv_path: str | os.PathLike):
 # --------------------------------------------------------------------------- timing
 
 
+def step_harness(model: DRDPGAN, batch_size: int = 8, cfg: DRDPGANTrainConfig | None = None, seed: int = 0):
+    """``(copy of model in train mode, fresh C, fresh critic, optimisers, random images (B, 3, R, R), cfg)``: what
+    one :func:`_train_step` needs, for timing and counting (:func:`time_training_step`,
+    :func:`drdpgan.bench.training_step_flops`); seeds the global RNG with ``seed`` (call inside ``fork_rng``)."""
+    import copy
+
+    m = copy.deepcopy(model)
+    cfg = cfg or DRDPGANTrainConfig(batch_size=batch_size)
+    _apply_freezing(m, cfg)
+    torch.manual_seed(seed)
+    C = StyleGAN2Discriminator(m.generator.cfg)
+    critic = SteganalysisCritic(cfg.critic_config(m.cfg.resolution))
+    opts = build_optimizers(m, C, critic, cfg)
+    R = m.cfg.resolution
+    x = torch.rand(batch_size, 3, R, R, generator=make_generator(seed)) * 2 - 1
+    _set_train_mode(m, cfg)
+    return m, C, critic, opts, x, cfg
+
+
 def time_training_step(model: DRDPGAN, batch_size: int = 8, n_steps: int = 3, warmup: int = 1,
                        cfg: DRDPGANTrainConfig | None = None, seed: int = 0, cpu_time: bool = False):
     """Median seconds per training step (generator + C + critic updates) on random images.
@@ -633,19 +652,8 @@ def time_training_step(model: DRDPGAN, batch_size: int = 8, n_steps: int = 3, wa
     (the lazy R1 adds its share once per ``r1_every`` steps; step 0 is an R1 step and is the
     warm-up one).
     """
-    import copy
-
-    m = copy.deepcopy(model)
-    cfg = cfg or DRDPGANTrainConfig(batch_size=batch_size)
-    _apply_freezing(m, cfg)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        C = StyleGAN2Discriminator(m.generator.cfg)
-        critic = SteganalysisCritic(cfg.critic_config(m.cfg.resolution))
-        opts = build_optimizers(m, C, critic, cfg)
-        R = m.cfg.resolution
-        x = torch.rand(batch_size, 3, R, R, generator=make_generator(seed)) * 2 - 1
-        _set_train_mode(m, cfg)
+        m, C, critic, opts, x, cfg = step_harness(model, batch_size, cfg, seed)
         times, cpu = [], []
         for s in range(warmup + n_steps):
             t, c = time.perf_counter(), time.process_time()
