@@ -35,7 +35,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["init_from_env", "world_size", "rank", "is_main", "shard_rows", "average_gradients",
-           "average_scalars", "broadcast_parameters", "barrier", "sharded_draws", "draw_rows"]
+           "average_scalars", "broadcast_parameters", "barrier", "main_first", "sharded_draws", "draw_rows"]
 
 #: (global batch, this process's rows) while :func:`sharded_draws` is active
 _SHARD: ContextVar[tuple[int, slice] | None] = ContextVar("drdpgan_shard", default=None)
@@ -127,6 +127,19 @@ def broadcast_parameters(*modules: torch.nn.Module) -> None:
 def barrier() -> None:
     if world_size() > 1:
         dist.barrier()
+
+
+@contextlib.contextmanager
+def main_first() -> Iterator[None]:
+    """Rank 0 runs the block first (building caches, recording provenance); the others run it after, reading
+    what rank 0 wrote."""
+    if not is_main():
+        barrier()
+    try:
+        yield
+    finally:
+        if is_main():
+            barrier()
 
 
 @contextlib.contextmanager

@@ -299,14 +299,11 @@ def pretrain_stylegan2(profile: str, steps: int | None = None, progress: bool = 
         init_state = torch.load(src, map_location="cpu", weights_only=False)
         init_info = {"init": str(src.relative_to(artifacts_root())), "init_sha256": sha256_of(src)}
     main = ddp.is_main()
-    if not main:  # rank 0 builds the data caches first; the others then read them
-        ddp.barrier()
-    else:
-        record_provenance(out, {"network": "stylegan2", "profile": profile, "start_step": start,
-                                "target_steps": tcfg.steps, "world_size": ddp.world_size(), **init_info})
-    data = stages.face_data(p01, progress and main)
-    if main:
-        ddp.barrier()
+    with ddp.main_first():  # rank 0 builds the data caches; the others then read them
+        if main:
+            record_provenance(out, {"network": "stylegan2", "profile": profile, "start_step": start,
+                                    "target_steps": tcfg.steps, "world_size": ddp.world_size(), **init_info})
+        data = stages.face_data(p01, progress and main)
     t0 = time.time()
     G, metrics = train_stylegan2(data["train"], gcfg, tcfg, out, progress=progress, init_state=init_state)
     G = G.cpu()
@@ -452,14 +449,12 @@ def pretrain_prior(network: str, profile: str, progress: bool = True) -> dict[st
     stem, config_of, trainer = builders[network]
     r, out = PRIOR_RECIPES[profile], work_dir(profile, network)
     main = ddp.is_main()  # under torchrun: rank 0 builds the data caches first, and alone records and saves
-    if not main:
-        ddp.barrier()
-    train, init, info = _training_set(network, profile, r, progress and main)
-    if main:
-        record_provenance(out, {"network": network, "profile": profile, "n_train": len(train), **info,
-                                "resumed": (out / "state" / "train_state.pt").is_file(),
-                                "world_size": ddp.world_size()})
-        ddp.barrier()
+    with ddp.main_first():
+        train, init, info = _training_set(network, profile, r, progress and main)
+        if main:
+            record_provenance(out, {"network": network, "profile": profile, "n_train": len(train), **info,
+                                    "resumed": (out / "state" / "train_state.pt").is_file(),
+                                    "world_size": ddp.world_size()})
     t0 = time.time()
     model, hist = trainer(train, config_of(stages.notebook_params(stem, profile)), r[network], out_dir=out / "state",
                           progress=progress, **({"init_state": init} if init is not None else {}))
@@ -682,28 +677,19 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(a.threads)
     if a.device != "cpu":
         set_device(a.device)
-    if a.what == "stylegan2":  # also under torchrun --nproc_per_node=N (drdpgan.distributed)
-        from . import distributed as ddp
+    from . import distributed as ddp
 
-        ddp.init_from_env(a.device)
-        _, metrics = pretrain_stylegan2(a.profile, a.steps, progress=not a.quiet)
-        if ddp.is_main():
-            print(json.dumps(metrics, indent=1))
-    elif a.what == "drdpgan":  # also under torchrun --nproc_per_node=N (drdpgan.distributed)
-        from . import distributed as ddp
+    ddp.init_from_env(a.device)  # under torchrun --nproc_per_node=N: join the process group (drdpgan.distributed)
+    if a.what == "stylegan2":
+        metrics = pretrain_stylegan2(a.profile, a.steps, progress=not a.quiet)[1]
+    elif a.what == "drdpgan":
         from .pretrain_drdpgan import pretrain_drdpgan
 
-        ddp.init_from_env(a.device)
-        result = pretrain_drdpgan(a.profile, a.steps, progress=not a.quiet)
-        if ddp.is_main():
-            print(json.dumps(result, indent=1, default=float))
-    else:  # also under torchrun --nproc_per_node=N (drdpgan.distributed)
-        from . import distributed as ddp
-
-        ddp.init_from_env(a.device)
+        metrics = pretrain_drdpgan(a.profile, a.steps, progress=not a.quiet)
+    else:
         metrics = pretrain_prior(a.what, a.profile, progress=not a.quiet)
-        if ddp.is_main():
-            print(json.dumps(metrics, indent=1, default=float))
+    if ddp.is_main():
+        print(json.dumps(metrics, indent=1, default=float))
     return 0
 
 

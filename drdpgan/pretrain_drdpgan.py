@@ -320,17 +320,15 @@ def pretrain_drdpgan(profile: str, steps: int | None = None, progress: bool = Tr
     tcfg = r["train"] if steps is None else replace(r["train"], steps=int(steps))
     out = work_dir(profile, "drdpgan")
     main = ddp.is_main()
-    if not main:  # under torchrun rank 0 builds every cache (data, stages) first; the others then read them
-        ddp.barrier()
-    model, records = build_model(profile, progress and main)
-    train, heldout = _faces(profile, progress and main)
-    code = _code_stage(model, profile, train, heldout, out, progress and main)
-    mapper = _mapper_stage(model, profile, out, progress and main)
-    if main:
-        record_provenance(out, {"network": "drdpgan", "profile": profile, "target_steps": tcfg.steps,
-                                "n_train": len(train), "priors": records, "code_stage": code,
-                                "mapper_stage": mapper, "world_size": ddp.world_size()})
-        ddp.barrier()
+    with ddp.main_first():  # under torchrun rank 0 builds every cache (data, stages); the others then read them
+        model, records = build_model(profile, progress and main)
+        train, heldout = _faces(profile, progress and main)
+        code = _code_stage(model, profile, train, heldout, out, progress and main)
+        mapper = _mapper_stage(model, profile, out, progress and main)
+        if main:
+            record_provenance(out, {"network": "drdpgan", "profile": profile, "target_steps": tcfg.steps,
+                                    "n_train": len(train), "priors": records, "code_stage": code,
+                                    "mapper_stage": mapper, "world_size": ddp.world_size()})
     probe = _sample(heldout, 64)
     t0 = time.time()
     result = train_drdpgan(model, train, tcfg, out, progress=progress,
