@@ -95,7 +95,6 @@ steps since the previous row), ``losses.png`` (:func:`plot_losses`), ``checkpoin
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
@@ -502,12 +501,7 @@ def train_drdpgan(
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
             m = {k: float(v) for k, v in evaluate(model).items()}
         _set_train_mode(model, cfg)
-        path = out / "metrics.csv"
-        header = ["step", "images", *m, "time"]
-        if path.is_file():
-            with open(path, newline="") as f:
-                header = next(csv.reader(f), header)
-        CSVLog(path, header).write({"step": step, "images": step * cfg.batch_size, **m, "time": time.time()})
+        CSVLog(out / "metrics.csv", ["step", "images", *m, "time"]).write({"step": step, "images": step * cfg.batch_size, **m, "time": time.time()})
 
     sampler = iter(EpochSampler(len(dataset), cfg.seed, start=step * cfg.batch_size))
     last: dict[str, float] = {}
