@@ -244,6 +244,7 @@ LOSS_TERMS: dict[str, tuple[str, str, bool]] = {
     "anon_pixel": ("extra", "L1(x_anon, x)", False),
     "hide_footprint": ("extra", "L1(x_anon, the same pass without the password); only when weighed", False),
     "attr": ("extra", "L1(3D prior(x_anon), 3D prior(x)), expression and pose; only when weighed", False),
+    "anon_background": ("extra", "L1(x_anon, x) outside the face ellipse; only when weighed", False),
 }
 
 
@@ -292,7 +293,8 @@ def loss_breakdown(
 
 _WEIGHT_OF = {"ano_adv": "adv", "ano_dic": "dic", "ano_id": "id", "ano_info": "info", "rec_adv": "adv",
               "rec_dic": "dic", "rec_id": "id", "code": "code", "rec_pixel": "rec_pixel", "anon_pixel": "anon_pixel",
-              "hide_footprint": "hide_footprint", "attr": "attr"}
+              "hide_footprint": "hide_footprint", "attr": "attr",
+              "anon_background": "anon_background"}
 
 
 def loss_table(values: dict[str, float], cfg, digits: int | None = 4):
@@ -304,10 +306,11 @@ def loss_table(values: dict[str, float], cfg, digits: int | None = 4):
     w: LossWeights = cfg.weights
     weight = {"adv": w.adv, "dic": w.dic, "id": w.id, "info": w.info,
               "code": cfg.w_code, "rec_pixel": cfg.w_rec_pixel, "anon_pixel": cfg.w_anon_pixel,
-              "hide_footprint": cfg.w_hide_footprint, "attr": cfg.w_attr}
+              "hide_footprint": cfg.w_hide_footprint, "attr": cfg.w_attr,
+              "anon_background": cfg.w_anon_background}
     rows = []
     for key, (eq, what, in_paper) in LOSS_TERMS.items():
-        if key not in values:  # a term the objective computes only when weighed (hide_footprint, attr)
+        if key not in values:  # a term the objective computes only when weighed (hide_footprint, attr, anon_background)
             continue
         lam = weight[_WEIGHT_OF[key]]
         v = values[key]

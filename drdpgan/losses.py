@@ -64,6 +64,28 @@ def identity_loss_recover(e_rec: torch.Tensor, f_id: torch.Tensor) -> torch.Tens
     return (1 - _cos(f_id, e_rec)).mean()
 
 
+def face_region_weight(size: int, region: tuple[float, float, float, float], feather: float = 0.04,
+                       device=None) -> torch.Tensor:
+    """(1, 1, size, size) in [0, 1]: 1 inside the ellipse ``region = (cx, cy, rx, ry)`` (fractions of the image
+    side: centre and semi-axes, x to the right, y down), 0 outside it, with a linear edge ``feather`` (a fraction
+    of the side) wide. The face of an aligned crop (:class:`~drdpgan.train_drdpgan.DRDPGANTrainConfig`
+    ``face_region``); ``1 - weight`` is what :func:`background_l1` compares."""
+    t = (torch.arange(size, dtype=torch.float32, device=device) + 0.5) / size  # pixel centres in (0, 1)
+    cx, cy, rx, ry = region
+    if rx <= 0 or ry <= 0:
+        raise ValueError(f"face_region semi-axes must be positive, got {region}")
+    r = torch.sqrt(((t[None, :] - cx) / rx) ** 2 + ((t[:, None] - cy) / ry) ** 2)  # (size, size), 1 on the ellipse
+    edge = max(feather, 1e-6) / min(rx, ry)  # the feather in units of r
+    return (1 - (r - 1) / edge).clamp(0, 1)[None, None]
+
+
+def background_l1(x_gen: torch.Tensor, x: torch.Tensor, face_weight: torch.Tensor) -> torch.Tensor:
+    """Mean L1 between ``x_gen`` and ``x`` (B, 3, R, R) over the pixels outside the face region, each weighted by
+    ``1 - face_weight`` (:func:`face_region_weight`) and normalised by that weight's sum."""
+    bg = (1 - face_weight).to(x_gen.dtype)  # (1, 1, R, R)
+    return ((x_gen - x).abs() * bg).sum() / (bg.sum() * x_gen.shape[0] * x_gen.shape[1]).clamp_min(1e-8)
+
+
 def total_loss(parts: dict[str, torch.Tensor], weights: LossWeights) -> torch.Tensor:
     """Eq. 16: ``lambda_adv L_adv + lambda_dic L_dic + lambda_id L_id^process + lambda_info L_info``.
 

@@ -16,7 +16,7 @@ One training step on a batch ``x`` (B, 3, R, R) in [-1, 1]::
     # ---- generator total (Eq. 16 for each process, then Eq. 17's minimisation)
     L_G      = sum_{p in ano, rec} (l_adv L_adv^p + l_dic L_dic^p + l_id L_id^p) + l_info L_info^ano
                + w_code L_code + w_rec_pixel L_rec_pixel + w_anon_pixel L_anon_pixel
-               + w_hide_footprint L_hide_footprint + w_attr L_attr                            (extras)
+               + w_hide_footprint L_hide_footprint + w_attr L_attr + w_anon_background L_bg    (extras)
 
 ``E`` is the frozen identity encoder (E_Arcface); its weights never change but gradients flow
 through it into ``x_anon`` / ``x_rec``. The 3D prior is frozen and only read (no gradient).
@@ -64,6 +64,8 @@ logged separately):
   against the same pass rendered without it (:class:`DRDPGANTrainConfig` ``w_hide_footprint``).
 * ``attr`` = ``L1(P(x_anon), P(x))`` with ``P`` the frozen 3D prior's standardised expression and pose, default 0:
   the attributes Eq. 1 conditions on, held by a loss (:class:`DRDPGANTrainConfig` ``w_attr``).
+* ``anon_background`` = ``L1(x_anon, x)`` outside the aligned crop's face ellipse, default 0: the background E_G
+  should carry (:class:`DRDPGANTrainConfig` ``w_anon_background``, ``face_region``).
 
 Optimisers (Sec. 4.1.2): Adam, StyleGAN2 blocks (the generator's synthesis network) at
 ``lr_stylegan = 1e-4``, the other trainable parts (E_MLP, E_G, E_Ste fusion, binary code
@@ -185,6 +187,15 @@ class DRDPGANTrainConfig(DictConfig):
     w_attr: weight of the attribute term after the hiding warm-up (a departure; 0, the paper): L1 between the frozen
         3D prior's expression and pose (standardised units) of the anonymized image and of the input. Eq. 1 feeds them
         to E_MLP but no written loss keeps them, and the issue's ``anon.pose_err_deg`` measures exactly that.
+    w_anon_background: weight of the background term after the hiding warm-up (a departure; 0, the paper): the
+        L1 between the anonymized image and the input outside ``face_region``
+        (:func:`drdpgan.losses.background_l1`), so identity changes stay in the face and E_G carries the rest, as
+        Sec. 3.4.3 says it should ("the background of the image"). With the whole-image L1 alone the anonymized
+        backgrounds of cpu run 12 were generated, not copied (``anon.background_psnr`` 15.1 dB at step 1500).
+    face_region: the face ellipse ``(cx, cy, rx, ry)`` of an aligned crop, fractions of the image side
+        (:func:`drdpgan.losses.face_region_weight`). The default covers the synthetic world's heads: over 512
+        held-out faces the renderer's head mask spans x 9.9-53.1 px and y 3.8-57.2 px of 64 (std 2.6 px each),
+        and the ellipse adds about 3 px to that.
     critic_*: :class:`~drdpgan.models.critic.CriticConfig` sizes.
     stop_after / max_seconds: end *this call* after that many steps / seconds with a checkpoint
         (simulates a kill in tests; budgets long runs). Not part of the run's identity.
@@ -225,6 +236,8 @@ class DRDPGANTrainConfig(DictConfig):
     joint_lr_ramp_steps: int = 0
     w_hide_footprint: float = 0.0
     w_attr: float = 0.0
+    w_anon_background: float = 0.0
+    face_region: tuple[float, float, float, float] = (0.50, 0.485, 0.39, 0.47)
     critic_base_channels: int = 16
     critic_max_channels: int = 128
     critic_highpass: bool = True
@@ -251,7 +264,7 @@ LOSS_COLUMNS = [
     "loss_G",  # the generator total (Eq. 16 ano + Eq. 16 rec + extras)
     "ano_adv", "ano_dic", "ano_id", "ano_info",  # Eq. 9, 10 (G side), 11, 13-15 on x_anon
     "rec_adv", "rec_dic", "rec_id",  # Eq. 9, 10 (G side), 12 on x_rec
-    "code", "rec_pixel", "anon_pixel", "hide_footprint", "attr",  # extras
+    "code", "rec_pixel", "anon_pixel", "hide_footprint", "attr", "anon_background",  # extras
     "loss_C", "C_real", "C_anon", "C_rec", "r1",  # C's logistic loss, mean logits, R1
     "loss_critic", "critic_real", "critic_anon",  # Eq. 10 (critic side), mean scores
     "bit_acc",  # E_P's bit accuracy on x_anon + eps (train mode)
@@ -311,12 +324,16 @@ def _configs(model: DRDPGAN, C: nn.Module, cfg: DRDPGANTrainConfig) -> dict[str,
 
 
 def _config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """The fields whose values differ between a checkpoint's configs and this call's. A training field the
+    checkpoint does not know (added to :class:`DRDPGANTrainConfig` after the run started) counts at its
+    default, which is the behaviour the run was trained with (every new option's default is the old one)."""
     diff = []
     for part in sorted(set(old) | set(new)):
         a, b = old.get(part), new.get(part)
         if part == "train":
-            a = {k: v for k, v in (a or {}).items() if k not in DRDPGANTrainConfig.VOLATILE}
-            b = {k: v for k, v in (b or {}).items() if k not in DRDPGANTrainConfig.VOLATILE}
+            defaults = DRDPGANTrainConfig().to_dict()
+            a = {k: v for k, v in {**defaults, **(a or {})}.items() if k not in DRDPGANTrainConfig.VOLATILE}
+            b = {k: v for k, v in {**defaults, **(b or {})}.items() if k not in DRDPGANTrainConfig.VOLATILE}
         if isinstance(a, Mapping) and isinstance(b, Mapping):
             diff += [f"{part}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
         elif a != b:
@@ -596,7 +613,7 @@ def plot_losses(csv_path: str | os.PathLike):
     panels = [
         ("anonymization (Eq. 9-11, 15)", ["ano_adv", "ano_dic", "ano_id", "ano_info"]),
         ("recovery (Eq. 9, 10, 12)", ["rec_adv", "rec_dic", "rec_id"]),
-        ("extra terms", ["code", "rec_pixel", "anon_pixel", "hide_footprint", "attr"]),
+        ("extra terms", ["code", "rec_pixel", "anon_pixel", "hide_footprint", "attr", "anon_background"]),
         ("judges", ["loss_C", "loss_critic", "r1"]),
         ("diagnostics", ["bit_acc", "cos_anon_real", "cos_anon_fake", "cos_rec_real", "cos_decoded_real"]),
     ]

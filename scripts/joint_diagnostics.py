@@ -17,14 +17,28 @@ held-out faces. The README's table ("DR-DPGAN itself") came from, for example:
     scripts/joint_diagnostics.py noid 400 '{"weights": {"id": 0}}'
     scripts/joint_diagnostics.py ramp 500 '{"joint_lr_ramp_steps": 200}'   (at commit 876ee26's recipe)
     scripts/joint_diagnostics.py otherface 400 '{"fake": "next_face"}'     (at ac4c991's, which has the ramp)
+
+With ``FROM_CKPT=path/to/ckpt_NNNNNNN.pt`` it continues that checkpoint (model, judges, optimisers) for ``STEPS``
+more steps under the overrides instead of starting over: the checkpoint is copied into the diagnostic's folder with
+its stored training config replaced by the overridden one. For example, run 12 continued with and without the
+background term:
+
+    FROM_CKPT=artifacts/pretrain/cpu/drdpgan/checkpoints/ckpt_0001500.pt scripts/joint_diagnostics.py bg3 200 '{"w_anon_background": 3}'
+
+Besides ``quick_metrics`` it prints ``anon.background_psnr`` and the anonymized pose error of the same 32 faces
+(:func:`drdpgan.pretrain_drdpgan.attribute_preservation`) and the mean of Eq. 6's mask per injection resolution.
 """
 import json
+import os
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 import torch
-from drdpgan.pretrain_drdpgan import DRDPGAN_RECIPES, _faces, _mapper_stage, _sample, build_model, quick_metrics
+from drdpgan.pretrain_drdpgan import (DRDPGAN_RECIPES, _anonymize_sealed, _faces, _mapper_stage, _sample_indices,
+                                      attribute_preservation, build_model, quick_metrics)
+from drdpgan.repro import make_generator
+from drdpgan.stages import images_of
 from drdpgan.losses import LossWeights
 from drdpgan.pretrain import work_dir
 from drdpgan.train_drdpgan import train_drdpgan
@@ -54,7 +68,29 @@ train, held = _faces("cpu", False)
 cfg = replace(DRDPGAN_RECIPES["cpu"]["train"], steps=steps, eval_every=0, checkpoint_every=10**6, weights=LossWeights(**w), **ovr)
 t = time.time()
 out = work_dir("cpu", "diagnostics") / name
+if os.environ.get("FROM_CKPT"):  # continue that checkpoint under this config
+    ck = torch.load(os.environ["FROM_CKPT"], weights_only=False)
+    cfg = replace(cfg, steps=int(ck["step"]) + steps)
+    ck["configs"]["train"] = cfg.to_dict()
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    torch.save(ck, out / "checkpoints" / f"ckpt_{int(ck['step']):07d}.pt")
 train_drdpgan(m, train, cfg, out, progress=False)
 torch.save({"model": m.state_dict()}, out / "model.pt")  # for scripts/drdpgan_grid.py
-q = quick_metrics(m, _sample(held, 32))
+idx = _sample_indices(held, 32)
+x = images_of(held, idx)
+q = quick_metrics(m, x)
+with torch.no_grad():
+    anon = _anonymize_sealed(m, x.float(), make_generator(3))[0]
+    q.update({k: v for k, v in attribute_preservation(m, held, idx, anon).items() if k.startswith("anon.")})
+    masks = {}
+    def keep_mask(r):
+        def hook(_mod, _inputs, out):  # out = (F_in, M)
+            masks.setdefault(r, float(out[1].float().mean()))
+        return hook
+
+    hook = [f.register_forward_hook(keep_mask(r)) for r, f in m.fusion.items()]
+    _anonymize_sealed(m, x.float(), make_generator(3))
+    for h in hook:
+        h.remove()
+q.update({f"mask{r}": v for r, v in masks.items()})
 print(name, {k: round(v, 3) for k, v in q.items()}, f"{time.time()-t:.0f}s", flush=True)

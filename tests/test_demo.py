@@ -90,7 +90,7 @@ def test_train_cached_trains_then_reuses(trained, data):
 
 
 def test_loss_breakdown_matches_the_trainers_first_step(tmp_path, data):
-    cfg = tiny_cfg(steps=1, w_hide_footprint=0.5, w_attr=0.3)  # every term of LOSS_TERMS, the weighed-only included
+    cfg = tiny_cfg(steps=1, w_hide_footprint=0.5, w_attr=0.3, w_anon_background=0.4)  # every term of LOSS_TERMS, the weighed-only included
     model = tiny_model()
     C, critic = fresh_judges(model, cfg)
     sampler = iter(EpochSampler(len(data), cfg.seed, start=0))
@@ -105,7 +105,8 @@ def test_loss_breakdown_matches_the_trainers_first_step(tmp_path, data):
                                            + cfg.w_rec_pixel * vals["rec_pixel"]
                                            + cfg.w_anon_pixel * vals["anon_pixel"]
                                            + cfg.w_hide_footprint * vals["hide_footprint"]
-                                           + cfg.w_attr * vals["attr"], rel=1e-5)
+                                           + cfg.w_attr * vals["attr"]
+                                           + cfg.w_anon_background * vals["anon_background"], rel=1e-5)
 
 
 def test_loss_table_weights(trained, data):
@@ -113,8 +114,9 @@ def test_loss_table_weights(trained, data):
     x = torch.stack([data[i]["image"] for i in range(2)])
     vals = loss_breakdown(first.model, first.discriminator, first.critic, x, first.config)
     df = loss_table(vals, first.config, digits=None)
-    assert "hide_footprint" not in vals and "attr" not in vals  # computed only when weighed
-    assert list(df["term"]) == [k for k in LOSS_TERMS if k not in ("hide_footprint", "attr")] + ["total"]
+    weighed_only = ("hide_footprint", "attr", "anon_background")
+    assert not any(k in vals for k in weighed_only)  # computed only when weighed
+    assert list(df["term"]) == [k for k in LOSS_TERMS if k not in weighed_only] + ["total"]
     body = df.iloc[:-1]
     assert torch.allclose(torch.tensor(body["weighted"].values), torch.tensor((body["weight"] * body["unweighted"]).values))
     assert df.set_index("term").loc["ano_info", "weight"] == 5.0

@@ -65,7 +65,7 @@ def test_two_processes_train_like_one_and_resume_with_one(tmp_path):
     a, b = pd.read_csv(tmp_path / "one" / "losses.csv"), pd.read_csv(tmp_path / "two" / "losses.csv")
     assert a["step"].tolist() == b["step"].tolist() == [1, 2, 3, 4]
     worst, cols = _rel_diff(a, b)
-    assert {"loss_G", "ano_info", "ano_id", "rec_pixel", "hide_footprint", "attr", "loss_C"} <= set(cols)
+    assert {"loss_G", "ano_info", "ano_id", "rec_pixel", "hide_footprint", "attr", "anon_background", "loss_C"} <= set(cols)
     assert worst < EXACT_TOL, worst
     _run(tmp_path / "mixed", 4, 2, stop_after=2)
     assert torch.load(latest_checkpoint(tmp_path / "mixed"), weights_only=False)["step"] == 2

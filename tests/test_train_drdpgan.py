@@ -51,8 +51,8 @@ def test_steps_finite_csv_columns_and_plot(tmp_path, data):
     df = pd.read_csv(tmp_path / "losses.csv")
     assert list(df.columns) == ["step", "images"] + LOSS_COLUMNS + ["sec_per_step", "time"]
     assert df["step"].tolist() == [1, 2, 3]
-    cols = [c for c in LOSS_COLUMNS if c not in ("r1", "hide_footprint", "attr")]  # r1 on lazy-R1 steps; others when weighed
-    assert df[["hide_footprint", "attr"]].isna().all().all()
+    cols = [c for c in LOSS_COLUMNS if c not in ("r1", "hide_footprint", "attr", "anon_background")]  # r1 on lazy-R1 steps; others when weighed
+    assert df[["hide_footprint", "attr", "anon_background"]].isna().all().all()
     assert df[cols].notna().all().all() and df[cols].map(lambda v: abs(v) < 1e6).all().all()
     assert df["r1"].notna().any()
     assert (tmp_path / "losses.png").is_file() and (tmp_path / "final_metrics.json").is_file()
@@ -289,6 +289,67 @@ def test_hide_footprint_is_weighed_in_and_trains_the_password_term_only_against_
     fp.backward()
     hide = [f.hide.weight.grad for f in m.fusion.values()]
     assert all(g is not None and float(g.abs().sum()) > 0 for g in hide)
+
+
+def test_face_region_weight_is_the_ellipse_with_a_feathered_edge():
+    from drdpgan.losses import face_region_weight
+
+    w = face_region_weight(64, (0.5, 0.5, 0.25, 0.375), feather=0.04)
+    assert w.shape == (1, 1, 64, 64) and float(w.min()) == 0.0 and float(w.max()) == 1.0
+    assert float(w[0, 0, 32, 32]) == 1.0 and float(w[0, 0, 0, 0]) == 0.0
+    assert float(w[0, 0, 32, 32 + 15]) == 1.0 and float(w[0, 0, 32, 32 + 20]) == 0.0  # rx = 16 px, edge ~2.6 px
+    assert float(w[0, 0, 32 + 23, 32]) == 1.0 and float(w[0, 0, 32 + 28, 32]) == 0.0  # ry = 24 px
+    assert torch.equal(w, w.flip(-1)) and torch.equal(w, w.flip(-2))  # centred
+    assert 0.0 < float(w[0, 0, 32, 32 + 17]) < 1.0  # the feather
+    with pytest.raises(ValueError, match="semi-axes"):
+        face_region_weight(64, (0.5, 0.5, 0.0, 0.3))
+
+
+def test_anon_background_compares_only_outside_the_face_region_and_trains_the_anonymizer():
+    """w_anon_background: mean |x_anon - x| over the pixels outside DRDPGANTrainConfig.face_region, weighed into
+    loss_G; an x that differs only inside the face ellipse gives the same term; its gradient reaches E_G."""
+    from drdpgan.losses import background_l1, face_region_weight
+    from drdpgan.models.discriminator import StyleGAN2Discriminator
+    from drdpgan.objective import generator_objective
+
+    face = face_region_weight(RES, (0.5, 0.5, 0.3, 0.3))
+    a, b = torch.rand(2, 3, RES, RES), torch.rand(2, 3, RES, RES)
+    b_face_changed = b + 0.7 * (face == 1).float()
+    assert float(background_l1(a, b, face)) == pytest.approx(float(background_l1(a, b_face_changed, face)), rel=1e-6)
+    assert float(background_l1(a, b, face)) != pytest.approx(float((a - b).abs().mean()), rel=1e-3)
+    assert float(background_l1(a, a, face)) == 0.0
+    m = tiny_model().train()
+    C = StyleGAN2Discriminator(m.generator.cfg)
+    critic = SteganalysisCritic(CriticConfig(resolution=RES, base_channels=4, max_channels=8))
+    x = torch.rand(2, 3, RES, RES) * 2 - 1
+    torch.manual_seed(0)
+    off = generator_objective(m, C, critic, x, tiny_cfg(), step=0, sigma=0.0)
+    assert "anon_background" not in off["terms"]
+    torch.manual_seed(0)
+    cfg = tiny_cfg(w_anon_background=3.0)
+    on = generator_objective(m, C, critic, x, cfg, step=0, sigma=0.0)
+    bg = on["terms"]["anon_background"]
+    want = background_l1(on["x_anon"].detach(), x, face_region_weight(RES, tuple(cfg.face_region)))
+    assert float(bg) == pytest.approx(float(want), rel=1e-5)
+    assert float(on["loss_G"] - off["loss_G"]) == pytest.approx(3.0 * float(bg), rel=1e-4, abs=1e-6)
+    m.zero_grad()
+    bg.backward()
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in m.encoder.parameters())
+
+
+def test_a_run_resumes_when_a_later_option_is_missing_from_its_checkpoint_at_its_default(tmp_path, data):
+    """A training field added after a run started is absent from its checkpoint's config; at its default (the
+    behaviour the run had) the run resumes, and set otherwise it is refused as any changed field is."""
+    cfg = tiny_cfg(steps=2, r1_every=0)
+    train_drdpgan(tiny_model(), data, dataclasses.replace(cfg, stop_after=1), tmp_path, progress=False)
+    ck_path = sorted((tmp_path / "checkpoints").glob("ckpt_*.pt"))[-1]
+    ck = torch.load(ck_path, weights_only=False)
+    del ck["configs"]["train"]["w_anon_background"], ck["configs"]["train"]["face_region"]
+    torch.save(ck, ck_path)
+    with pytest.raises(ValueError, match="w_anon_background"):
+        train_drdpgan(tiny_model(), data, dataclasses.replace(cfg, w_anon_background=1.0), tmp_path, progress=False)
+    res = train_drdpgan(tiny_model(), data, cfg, tmp_path, progress=False)
+    assert res["step"] == 2 and not res["stopped_early"]
 
 
 def test_attr_term_holds_the_3d_priors_expression_and_pose_of_the_anonymized_image():
