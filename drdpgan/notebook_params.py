@@ -239,6 +239,7 @@ class ParamsEvaluation:
     cls_epochs: int = 2
     cls_batch_size: int = 32
     cls_lr: float = 0.001
+    cls_init: str = "scratch"  # "scratch", or "evaluator": start from the evaluator's backbone (its architecture)
     use_dlib: str = "auto"  # "auto": on real-face profiles when installed; "yes"; "no"
     fig8_identities: int = 8  # identities drawn in Figure 8
     fig8_method: str = "pca"  # "pca" or "tsne"

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "protocol_split", "as_saved_image", "as_jpeg", "seal_carrier", "recover_saved", "run_paths", "protocol_outputs",
-    "TensorFaceDataset", "table1_classifier_protocol", "classifier_configs",
+    "TensorFaceDataset", "table1_classifier_protocol", "classifier_configs", "classifier_init",
     "table2_metrics", "table3_metrics",
     "ABLATIONS", "ablation_result",
     "PAPER_TABLES", "REFERENCE_ALIASES", "paper_reference", "comparison_table",
@@ -240,6 +240,23 @@ def classifier_configs(p12: Mapping[str, Any]):
                                lr=float(p12["cls_lr"])))
 
 
+def classifier_init(p12: Mapping[str, Any], evaluator) -> dict | None:
+    """Notebook 12's ``cls_init`` -> the state dict the Table 1 classifiers start from: None for ``"scratch"``,
+    ``evaluator``'s for ``"evaluator"`` (the profile's FaceNet evaluator, notebook 02), whose input size and block
+    repeats must then be the classifiers' (``cls_input_size``, ``cls_repeats``)."""
+    how = p12.get("cls_init", "scratch")
+    if how == "scratch":
+        return None
+    if how != "evaluator":
+        raise ValueError(f"cls_init must be 'scratch' or 'evaluator', got {how!r}")
+    ccfg, _ = classifier_configs(p12)
+    got = (int(evaluator.cfg.input_size), tuple(evaluator.cfg.repeats))
+    if got != (ccfg.input_size, tuple(ccfg.repeats)):
+        raise ValueError(f"cls_init='evaluator' needs the evaluator's architecture: cls_input_size {got[0]} and "
+                         f"cls_repeats {list(got[1])}, got {ccfg.input_size} and {list(ccfg.repeats)}")
+    return evaluator.state_dict()
+
+
 def table2_metrics(originals: torch.Tensor, anonymized: torch.Tensor, recovered: torch.Tensor,
                    recognizers: Mapping[str, Callable] | None = None) -> dict[str, float]:
     """Table 2 on images in [-1, 1]: identity cosines per recognizer and the recovery pixel metrics.
@@ -293,7 +310,9 @@ def ablation_result(profile: str, experiment_no: int, seed: int, train_steps: in
            "model": "train"}  # Table 4 trains every configuration at its budget, whatever notebook 09 loads
     p10 = stages.notebook_params("10_anonymization", profile)
     trained = trained_drdpgan(profile, progress, params=p09, **ABLATIONS[int(experiment_no)])
-    path = trained.dir / f"ablation-{int(cls_epochs)}-{int(max_identities)}-{float(p10['test_fraction'])}.json"
+    p12 = stages.notebook_params("12_evaluation", profile)
+    init = "" if p12.get("cls_init", "scratch") == "scratch" else f"-{p12['cls_init']}"  # the classifiers' start
+    path = trained.dir / f"ablation-{int(cls_epochs)}-{int(max_identities)}-{float(p10['test_fraction'])}{init}.json"
     if path.is_file():
         return json.loads(path.read_text())
     out = protocol_outputs(profile, progress=False, trained=trained, max_identities=int(max_identities))
@@ -301,12 +320,11 @@ def ablation_result(profile: str, experiment_no: int, seed: int, train_steps: in
     t2 = table2_metrics(out["originals"], out["anonymized"], out["recovered"], {"": evaluator})
     t3 = table3_metrics(out["bits_true"], out["bits_read"], out["f_id"], out["f_decoded"])
     n_classes = len(out["identities"])
-    p12 = stages.notebook_params("12_evaluation", profile)
     ccfg, tcfg = classifier_configs({**p12, "cls_epochs": cls_epochs})
     cls = table1_classifier_protocol(
         out["recovered"], torch.as_tensor(out["protected_labels"]),
         (out["test_images"], torch.as_tensor(out["test_labels"])), n_classes, cfg=ccfg, tcfg=tcfg,
-        seed=derived_seed(p12["seed"], "table4_classifier"))
+        seed=derived_seed(p12["seed"], "table4_classifier"), init_state=classifier_init(p12, evaluator))
     res = {"experiment": int(experiment_no), "seed": int(seed), "train_steps": int(train_steps),
            **{k: bool(v) for k, v in ABLATIONS[int(experiment_no)].items()},
            "rec_cos": t2["rec.cos"], "anon_cos": t2["anon.cos"], "rec_psnr": t2["rec.psnr"],
@@ -348,7 +366,7 @@ class TensorFaceDataset(Dataset):
 
 def table1_classifier_protocol(train_images, train_labels, test_dataset, n_classes: int, cfg=None,
                                seed: int = 0, progress: bool = False, tcfg=None,
-                               return_model: bool = False) -> dict[str, Any]:
+                               return_model: bool = False, init_state: dict | None = None) -> dict[str, Any]:
     """Table 1: train a FaceNet classifier on given images with the ORIGINAL labels, test on real ones.
 
     ``train_images`` ``(N,3,H,W)`` in ``[-1, 1]`` -- anonymized, recovered or original images --
@@ -359,6 +377,9 @@ def table1_classifier_protocol(train_images, train_labels, test_dataset, n_class
     :class:`~drdpgan.train_priors.FaceNetTrainConfig`, whose ``seed`` is replaced by ``seed``),
     then scored with :func:`~drdpgan.models.facenet.classifier_accuracy` on ``test_dataset``: real
     held-out images of the same identities (a dataset of item dicts, or ``(images, labels)``).
+    ``init_state``: a :class:`~drdpgan.models.facenet.FaceNetEvaluator` state dict the classifier's embedding
+    network starts from (notebook 12's ``cls_init="evaluator"``: the profile's evaluator, whose architecture
+    ``cfg`` must then be); None, from scratch.
 
     Returns ``{"acc", "chance" (= 1/n_classes), "n_classes", "n_train", "n_test",
     "train_acc_last_epoch", "train_steps", "train_time_s"}`` (+ ``"model"`` when
@@ -373,7 +394,7 @@ def table1_classifier_protocol(train_images, train_labels, test_dataset, n_class
     train_ds = TensorFaceDataset(train_images, train_labels, n_identities=n_classes)
     if train_ds.labels.min() < 0 or train_ds.labels.max() >= n_classes:
         raise ValueError(f"train labels must lie in 0..{n_classes - 1}")
-    model = train_facenet_classifier(train_ds, n_classes, cfg=cfg, progress=progress, tcfg=tcfg)
+    model = train_facenet_classifier(train_ds, n_classes, cfg=cfg, progress=progress, tcfg=tcfg, init_state=init_state)
     acc = classifier_accuracy(model, test_dataset)
     hist = getattr(model, "train_history", {}) or {}
     epochs = hist.get("epochs") or []

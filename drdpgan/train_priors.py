@@ -506,14 +506,17 @@ def train_facenet_classifier(
     progress: bool = True,
     tcfg: FaceNetTrainConfig | None = None,
     out_dir=None,
+    init_state: dict | None = None,
 ) -> FaceNetEvaluator:
     """Table 1 protocol: a FaceNet closed-set classifier over ``n_classes`` original identities.
 
     Train on (anonymized / recovered / real) images whose ``identity`` is the *original*
     identity, then score with :func:`classifier_accuracy` on real held-out images of the same
     identities. Returns the model (eval mode); its training history is ``model.train_history``.
+    ``init_state``: start the embedding network from this evaluator state dict (:func:`train_facenet`).
     """
-    model, hist = train_facenet(train_dataset, cfg, tcfg, out_dir=out_dir, progress=progress, n_classes=n_classes)
+    model, hist = train_facenet(train_dataset, cfg, tcfg, out_dir=out_dir, progress=progress, n_classes=n_classes,
+                                init_state=init_state)
     model.train_history = hist
     return model
 

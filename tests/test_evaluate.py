@@ -219,6 +219,40 @@ def test_table1_protocol_toy():
     assert anon["n_test"] == 12
 
 
+def test_table1_classifier_starts_from_the_evaluator_backbone_when_asked():
+    """cls_init: "scratch" gives no initial state, "evaluator" the evaluator's, refused when the classifiers'
+    architecture differs; the classifier's embedding network starts from that state (lr 0: it stays there)."""
+    from drdpgan.models.facenet import FaceNetConfig, FaceNetEvaluator
+    from drdpgan.train_priors import FaceNetTrainConfig
+
+    torch.manual_seed(123)  # not the classifiers' seed, so scratch and evaluator starts differ
+    evaluator = FaceNetEvaluator(FaceNetConfig(input_size=75, repeats=(0, 0, 0), n_classes=5)).eval()
+    p12 = {"cls_input_size": 75, "cls_repeats": [0, 0, 0], "cls_epochs": 1, "cls_batch_size": 8, "cls_lr": 0.0}
+    assert pr.classifier_init({**p12, "cls_init": "scratch"}, evaluator) is None
+    assert pr.classifier_init(p12, evaluator) is None  # the default
+    state = pr.classifier_init({**p12, "cls_init": "evaluator"}, evaluator)
+    assert state.keys() == evaluator.state_dict().keys()
+    with pytest.raises(ValueError, match="cls_repeats"):
+        pr.classifier_init({**p12, "cls_init": "evaluator", "cls_repeats": [1, 1, 1]}, evaluator)
+    with pytest.raises(ValueError, match="'scratch' or 'evaluator'"):
+        pr.classifier_init({**p12, "cls_init": "imagenet"}, evaluator)
+    g = torch.Generator().manual_seed(0)
+    x, y = _colour_toy(8, 0, g)
+    cfg, _ = pr.classifier_configs(p12)
+    tcfg = FaceNetTrainConfig(epochs=1, batch_size=8, lr=0.0, warmup_steps=0)
+    out = {}
+    for how in ("scratch", "evaluator"):
+        out[how] = pr.table1_classifier_protocol(x, y, (x, y), 3, cfg=cfg, tcfg=tcfg, return_model=True,
+                                                 init_state=pr.classifier_init({**p12, "cls_init": how}, evaluator))
+    # parameters (batch norm's running statistics move with every training batch, lr or not)
+    net = {k: v for k, v in out["evaluator"]["model"].named_parameters() if k.startswith("net.")}
+    ev = dict(evaluator.named_parameters())
+    assert all(torch.equal(v, ev[k]) for k, v in net.items())
+    fresh = dict(out["scratch"]["model"].named_parameters())
+    assert not any(torch.equal(fresh[k], v) for k, v in net.items() if v.numel() > 1 and v.std() > 0)
+    assert out["evaluator"]["model"].cfg.n_classes == 3  # a new head over the given classes
+
+
 # --------------------------------------------------------------------------- Figure 8
 
 
