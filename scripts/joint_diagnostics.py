@@ -26,7 +26,8 @@ background term:
     FROM_CKPT=artifacts/pretrain/cpu/drdpgan/checkpoints/ckpt_0001500.pt scripts/joint_diagnostics.py bg3 200 '{"w_anon_background": 3}'
 
 Besides ``quick_metrics`` it prints ``anon.background_psnr`` and the anonymized pose error of the same 32 faces
-(:func:`drdpgan.pretrain_drdpgan.attribute_preservation`) and the mean of Eq. 6's mask per injection resolution.
+(:func:`drdpgan.pretrain_drdpgan.attribute_preservation`) and the mean of Eq. 6's mask per injection resolution,
+inside (``_face``) and outside (``_bg``) the face ellipse.
 """
 import json
 import os
@@ -39,10 +40,10 @@ from drdpgan.pretrain_drdpgan import (DRDPGAN_RECIPES, _anonymize_sealed, _faces
                                       attribute_preservation, build_model, quick_metrics)
 from drdpgan.repro import make_generator
 from drdpgan.stages import images_of
-from drdpgan.losses import LossWeights
+from drdpgan.losses import LossWeights, face_region_weight
 from drdpgan.pretrain import work_dir
 from drdpgan.train_drdpgan import train_drdpgan
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("THREADS", "2")))  # 1 beside a running pretraining
 name, steps = sys.argv[1], int(sys.argv[2])
 ovr = json.loads(sys.argv[3]); w = ovr.pop("weights", {})
 run = sys.argv[4] if len(sys.argv) > 4 else work_dir("cpu", "drdpgan")
@@ -84,8 +85,11 @@ with torch.no_grad():
     q.update({k: v for k, v in attribute_preservation(m, held, idx, anon).items() if k.startswith("anon.")})
     masks = {}
     def keep_mask(r):
-        def hook(_mod, _inputs, out):  # out = (F_in, M)
-            masks.setdefault(r, float(out[1].float().mean()))
+        def hook(_mod, _inputs, out):  # out = (F_in, M): M's mean inside and outside the face ellipse
+            face = face_region_weight(int(r), tuple(cfg.face_region)) >= 0.5  # (1, 1, r, r)
+            mk = out[1].float().mean(1, keepdim=True)  # (B, 1, r, r)
+            masks.setdefault(f"{r}_face", float(mk[face.expand_as(mk)].mean()))
+            masks.setdefault(f"{r}_bg", float(mk[~face.expand_as(mk)].mean()))
         return hook
 
     hook = [f.register_forward_hook(keep_mask(r)) for r, f in m.fusion.items()]
