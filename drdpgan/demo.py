@@ -245,6 +245,7 @@ LOSS_TERMS: dict[str, tuple[str, str, bool]] = {
     "hide_footprint": ("extra", "L1(x_anon, the same pass without the password); only when weighed", False),
     "attr": ("extra", "L1(3D prior(x_anon), 3D prior(x)), expression and pose; only when weighed", False),
     "anon_background": ("extra", "L1(x_anon, x) outside the face ellipse; only when weighed", False),
+    "rec_background": ("extra", "L1(x_rec, x) outside the face ellipse; only when weighed", False),
 }
 
 
@@ -294,7 +295,7 @@ def loss_breakdown(
 _WEIGHT_OF = {"ano_adv": "adv", "ano_dic": "dic", "ano_id": "id", "ano_info": "info", "rec_adv": "adv",
               "rec_dic": "dic", "rec_id": "id", "code": "code", "rec_pixel": "rec_pixel", "anon_pixel": "anon_pixel",
               "hide_footprint": "hide_footprint", "attr": "attr",
-              "anon_background": "anon_background"}
+              "anon_background": "anon_background", "rec_background": "rec_background"}
 
 
 def loss_table(values: dict[str, float], cfg, digits: int | None = 4):
@@ -307,10 +308,10 @@ def loss_table(values: dict[str, float], cfg, digits: int | None = 4):
     weight = {"adv": w.adv, "dic": w.dic, "id": w.id, "info": w.info,
               "code": cfg.w_code, "rec_pixel": cfg.w_rec_pixel, "anon_pixel": cfg.w_anon_pixel,
               "hide_footprint": cfg.w_hide_footprint, "attr": cfg.w_attr,
-              "anon_background": cfg.w_anon_background}
+              "anon_background": cfg.w_anon_background, "rec_background": cfg.w_rec_background}
     rows = []
     for key, (eq, what, in_paper) in LOSS_TERMS.items():
-        if key not in values:  # a term the objective computes only when weighed (hide_footprint, attr, anon_background)
+        if key not in values:  # a term the objective computes only when weighed (hide_footprint, attr, the backgrounds)
             continue
         lam = weight[_WEIGHT_OF[key]]
         v = values[key]

@@ -72,7 +72,8 @@ if "stylegan2" in sys.argv[4:]:
     sys.exit(0)
 cfg = DRDPGANTrainConfig(steps=steps, batch_size=4, log_every=1, checkpoint_every=100, r1_every=2, seed=3,
                          critic_base_channels=4, critic_max_channels=8, stop_after=stop_after,
-                         w_hide_footprint=0.5, w_attr=0.5, w_anon_background=0.5, freeze_code_mapping=True)
+                         w_hide_footprint=0.5, w_attr=0.5, w_anon_background=0.5, w_rec_background=0.5,
+                         freeze_code_mapping=True)
 model, C = tiny_model(), None
 if exact:
     for name, mod in list(model.extractor.named_modules()):

@@ -90,7 +90,8 @@ def test_train_cached_trains_then_reuses(trained, data):
 
 
 def test_loss_breakdown_matches_the_trainers_first_step(tmp_path, data):
-    cfg = tiny_cfg(steps=1, w_hide_footprint=0.5, w_attr=0.3, w_anon_background=0.4)  # every term of LOSS_TERMS, the weighed-only included
+    cfg = tiny_cfg(steps=1, w_hide_footprint=0.5, w_attr=0.3, w_anon_background=0.4,
+                   w_rec_background=0.2)  # every term of LOSS_TERMS, the weighed-only included
     model = tiny_model()
     C, critic = fresh_judges(model, cfg)
     sampler = iter(EpochSampler(len(data), cfg.seed, start=0))
@@ -106,7 +107,8 @@ def test_loss_breakdown_matches_the_trainers_first_step(tmp_path, data):
                                            + cfg.w_anon_pixel * vals["anon_pixel"]
                                            + cfg.w_hide_footprint * vals["hide_footprint"]
                                            + cfg.w_attr * vals["attr"]
-                                           + cfg.w_anon_background * vals["anon_background"], rel=1e-5)
+                                           + cfg.w_anon_background * vals["anon_background"]
+                                           + cfg.w_rec_background * vals["rec_background"], rel=1e-5)
 
 
 def test_loss_table_weights(trained, data):
@@ -114,7 +116,7 @@ def test_loss_table_weights(trained, data):
     x = torch.stack([data[i]["image"] for i in range(2)])
     vals = loss_breakdown(first.model, first.discriminator, first.critic, x, first.config)
     df = loss_table(vals, first.config, digits=None)
-    weighed_only = ("hide_footprint", "attr", "anon_background")
+    weighed_only = ("hide_footprint", "attr", "anon_background", "rec_background")
     assert not any(k in vals for k in weighed_only)  # computed only when weighed
     assert list(df["term"]) == [k for k in LOSS_TERMS if k not in weighed_only] + ["total"]
     body = df.iloc[:-1]

@@ -51,8 +51,9 @@ def test_steps_finite_csv_columns_and_plot(tmp_path, data):
     df = pd.read_csv(tmp_path / "losses.csv")
     assert list(df.columns) == ["step", "images"] + LOSS_COLUMNS + ["sec_per_step", "time"]
     assert df["step"].tolist() == [1, 2, 3]
-    cols = [c for c in LOSS_COLUMNS if c not in ("r1", "hide_footprint", "attr", "anon_background")]  # r1 on lazy-R1 steps; others when weighed
-    assert df[["hide_footprint", "attr", "anon_background"]].isna().all().all()
+    weighed_only = ["hide_footprint", "attr", "anon_background", "rec_background"]
+    cols = [c for c in LOSS_COLUMNS if c != "r1" and c not in weighed_only]  # r1 on lazy-R1 steps; others when weighed
+    assert df[weighed_only].isna().all().all()
     assert df[cols].notna().all().all() and df[cols].map(lambda v: abs(v) < 1e6).all().all()
     assert df["r1"].notna().any()
     assert (tmp_path / "losses.png").is_file() and (tmp_path / "final_metrics.json").is_file()
@@ -335,6 +336,12 @@ def test_anon_background_compares_only_outside_the_face_region_and_trains_the_an
     m.zero_grad()
     bg.backward()
     assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in m.encoder.parameters())
+    torch.manual_seed(0)  # w_rec_background: the same term on x_rec
+    both_cfg = tiny_cfg(w_anon_background=3.0, w_rec_background=2.0)
+    both = generator_objective(m, C, critic, x, both_cfg, step=0, sigma=0.0)
+    want = background_l1(both["x_rec"].detach(), x, face_region_weight(RES, tuple(cfg.face_region)))
+    assert float(both["terms"]["rec_background"]) == pytest.approx(float(want), rel=1e-5)
+    assert float(both["loss_G"] - on["loss_G"]) == pytest.approx(2.0 * float(want), rel=1e-4, abs=1e-6)
 
 
 def test_a_run_resumes_when_a_later_option_is_missing_from_its_checkpoint_at_its_default(tmp_path, data):
@@ -344,7 +351,8 @@ def test_a_run_resumes_when_a_later_option_is_missing_from_its_checkpoint_at_its
     train_drdpgan(tiny_model(), data, dataclasses.replace(cfg, stop_after=1), tmp_path, progress=False)
     ck_path = sorted((tmp_path / "checkpoints").glob("ckpt_*.pt"))[-1]
     ck = torch.load(ck_path, weights_only=False)
-    del ck["configs"]["train"]["w_anon_background"], ck["configs"]["train"]["face_region"]
+    for k in ("w_anon_background", "w_rec_background", "face_region"):
+        del ck["configs"]["train"][k]
     torch.save(ck, ck_path)
     with pytest.raises(ValueError, match="w_anon_background"):
         train_drdpgan(tiny_model(), data, dataclasses.replace(cfg, w_anon_background=1.0), tmp_path, progress=False)
