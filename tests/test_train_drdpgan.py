@@ -268,21 +268,29 @@ def test_joint_lr_ramp_scales_the_generator_side_after_the_warmup_only(tmp_path,
     assert ramped.tolist()[2:] != pytest.approx(pd.read_csv(tmp_path / "c" / "losses.csv")["loss_G"].tolist()[2:])
 
 
-def test_hide_footprint_is_weighed_in_and_trains_the_password_term_only_against_a_fixed_cover():
-    """w_hide_footprint: the term is |x_anon - cover| (the cover rendered without the password, no gradient), it
-    enters loss_G with its weight, and its gradient reaches E_Ste's conv1x1(Password); weight 0 leaves it out."""
+def _objective_without_and_with(**weights):
+    """One tiny model's generator objective on one batch, with the default weights and with ``weights``:
+    ``(model, judges, x, off, on, cfg)``; the same dropout draws for both (the global RNG reseeded)."""
     from drdpgan.models.discriminator import StyleGAN2Discriminator
     from drdpgan.objective import generator_objective
 
     m = tiny_model().train()
-    C = StyleGAN2Discriminator(m.generator.cfg)
-    critic = SteganalysisCritic(CriticConfig(resolution=RES, base_channels=4, max_channels=8))
+    judges = (StyleGAN2Discriminator(m.generator.cfg),
+              SteganalysisCritic(CriticConfig(resolution=RES, base_channels=4, max_channels=8)))
     x = torch.rand(2, 3, RES, RES) * 2 - 1
     torch.manual_seed(0)  # the binary code mapping's dropout draws from the global RNG
-    off = generator_objective(m, C, critic, x, tiny_cfg(), step=0, sigma=0.0)
-    assert "hide_footprint" not in off["terms"]
+    off = generator_objective(m, *judges, x, tiny_cfg(), step=0, sigma=0.0)
+    assert not set(weights) & {f"w_{k}" for k in off["terms"]}  # the terms are computed only when weighed
     torch.manual_seed(0)
-    on = generator_objective(m, C, critic, x, tiny_cfg(w_hide_footprint=2.0), step=0, sigma=0.0)
+    cfg = tiny_cfg(**weights)
+    on = generator_objective(m, *judges, x, cfg, step=0, sigma=0.0)
+    return m, judges, x, off, on, cfg
+
+
+def test_hide_footprint_is_weighed_in_and_trains_the_password_term_only_against_a_fixed_cover():
+    """w_hide_footprint: the term is |x_anon - cover| (the cover rendered without the password, no gradient), it
+    enters loss_G with its weight, and its gradient reaches E_Ste's conv1x1(Password); weight 0 leaves it out."""
+    m, _, _, off, on, _ = _objective_without_and_with(w_hide_footprint=2.0)
     fp = on["terms"]["hide_footprint"]
     assert float(fp) > 0
     assert float(on["loss_G"] - off["loss_G"]) == pytest.approx(2.0 * float(fp), rel=1e-4, abs=1e-6)
@@ -310,7 +318,6 @@ def test_anon_background_compares_only_outside_the_face_region_and_trains_the_an
     """w_anon_background: mean |x_anon - x| over the pixels outside DRDPGANTrainConfig.face_region, weighed into
     loss_G; an x that differs only inside the face ellipse gives the same term; its gradient reaches E_G."""
     from drdpgan.losses import background_l1, face_region_weight
-    from drdpgan.models.discriminator import StyleGAN2Discriminator
     from drdpgan.objective import generator_objective
 
     face = face_region_weight(RES, (0.5, 0.5, 0.3, 0.3))
@@ -319,16 +326,7 @@ def test_anon_background_compares_only_outside_the_face_region_and_trains_the_an
     assert float(background_l1(a, b, face)) == pytest.approx(float(background_l1(a, b_face_changed, face)), rel=1e-6)
     assert float(background_l1(a, b, face)) != pytest.approx(float((a - b).abs().mean()), rel=1e-3)
     assert float(background_l1(a, a, face)) == 0.0
-    m = tiny_model().train()
-    C = StyleGAN2Discriminator(m.generator.cfg)
-    critic = SteganalysisCritic(CriticConfig(resolution=RES, base_channels=4, max_channels=8))
-    x = torch.rand(2, 3, RES, RES) * 2 - 1
-    torch.manual_seed(0)
-    off = generator_objective(m, C, critic, x, tiny_cfg(), step=0, sigma=0.0)
-    assert "anon_background" not in off["terms"]
-    torch.manual_seed(0)
-    cfg = tiny_cfg(w_anon_background=3.0)
-    on = generator_objective(m, C, critic, x, cfg, step=0, sigma=0.0)
+    m, judges, x, off, on, cfg = _objective_without_and_with(w_anon_background=3.0)
     bg = on["terms"]["anon_background"]
     want = background_l1(on["x_anon"].detach(), x, face_region_weight(RES, tuple(cfg.face_region)))
     assert float(bg) == pytest.approx(float(want), rel=1e-5)
@@ -338,7 +336,7 @@ def test_anon_background_compares_only_outside_the_face_region_and_trains_the_an
     assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in m.encoder.parameters())
     torch.manual_seed(0)  # w_rec_background: the same term on x_rec
     both_cfg = tiny_cfg(w_anon_background=3.0, w_rec_background=2.0)
-    both = generator_objective(m, C, critic, x, both_cfg, step=0, sigma=0.0)
+    both = generator_objective(m, *judges, x, both_cfg, step=0, sigma=0.0)
     want = background_l1(both["x_rec"].detach(), x, face_region_weight(RES, tuple(cfg.face_region)))
     assert float(both["terms"]["rec_background"]) == pytest.approx(float(want), rel=1e-5)
     assert float(both["loss_G"] - on["loss_G"]) == pytest.approx(2.0 * float(want), rel=1e-4, abs=1e-6)
@@ -363,18 +361,7 @@ def test_a_run_resumes_when_a_later_option_is_missing_from_its_checkpoint_at_its
 def test_attr_term_holds_the_3d_priors_expression_and_pose_of_the_anonymized_image():
     """w_attr: |P(x_anon) - P(x)| in the frozen 3D prior's standardised units, weighed into loss_G; its gradient
     reaches the anonymizer (E_MLP) through the frozen prior and leaves the prior's weights alone."""
-    from drdpgan.models.discriminator import StyleGAN2Discriminator
-    from drdpgan.objective import generator_objective
-
-    m = tiny_model().train()
-    C = StyleGAN2Discriminator(m.generator.cfg)
-    critic = SteganalysisCritic(CriticConfig(resolution=RES, base_channels=4, max_channels=8))
-    x = torch.rand(2, 3, RES, RES) * 2 - 1
-    torch.manual_seed(0)
-    off = generator_objective(m, C, critic, x, tiny_cfg(), step=0, sigma=0.0)
-    assert "attr" not in off["terms"]
-    torch.manual_seed(0)
-    on = generator_objective(m, C, critic, x, tiny_cfg(w_attr=0.7), step=0, sigma=0.0)
+    m, _, x, off, on, _ = _objective_without_and_with(w_attr=0.7)
     attr = on["terms"]["attr"]
     with torch.no_grad():
         want = (m.prior3d.forward_standardized(on["x_anon"]) - m.prior3d.forward_standardized(x)).abs().mean()
