@@ -44,10 +44,11 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm.auto import tqdm
 
 from .models.binary_code import (
@@ -91,6 +92,37 @@ def _seeded(seed: int, num_threads: int = 0) -> Iterator[None]:
             yield
     finally:
         torch.set_num_threads(old_threads)
+
+
+def _step_loop(desc: str, batches: Iterator[torch.Tensor], steps: int, modules: tuple[nn.Module, ...],
+               step_fn: Callable[[int, torch.Tensor], dict[str, str]], eval_every: int,
+               eval_fn: Callable[[int], None] | None, progress: bool) -> None:
+    """The hiding trainers' loop: for each index batch, ``modules`` in train mode, ``step_fn(step, idx)`` (one
+    update; returns the progress bar's postfix), then ``eval_fn(step)`` every ``eval_every`` steps and at the end;
+    ``modules`` in eval mode afterwards."""
+    bar = tqdm(total=steps, desc=desc, disable=not progress, leave=True)
+    for step, idx in enumerate(batches, start=1):
+        for m in modules:
+            m.train()
+        postfix = step_fn(step, idx)
+        if eval_fn is not None and (step % eval_every == 0 or step == steps):
+            eval_fn(step)
+        bar.set_postfix(postfix, refresh=False)
+        bar.update(1)
+    bar.close()
+    for m in modules:
+        m.eval()
+
+
+def _update(opt: torch.optim.Optimizer, loss: torch.Tensor, desc: str, step: int) -> float:
+    """One optimiser step on ``loss``; its value, refused when it is not finite."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise FloatingPointError(f"{desc}: loss became {value} at step {step}")
+    return value
 
 
 def _batches(n: int, batch_size: int, steps: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
@@ -140,28 +172,23 @@ def train_binary_code(
         mapping, decoder = BinaryCodeMapping(bcfg), BinaryCodeDecoder(bcfg)
         opt = torch.optim.Adam(list(mapping.parameters()) + list(decoder.parameters()), lr=tcfg.lr)
         gen = make_generator(tcfg.seed + 1)
-        bar = tqdm(total=tcfg.steps, desc="binary code", disable=not progress, leave=True)
-        for step, idx in enumerate(_batches(len(f_train), tcfg.batch_size, tcfg.steps, gen), start=1):
-            mapping.train(), decoder.train()
+
+        def step_fn(step: int, idx: torch.Tensor) -> dict[str, str]:
             f = f_train[idx]
             bits = mapping(f, straight_through=True)  # Eq. 2-4 with a straight-through gradient
             dec = decoder(bits)
             loss = (tcfg.cos_weight * (1 - (dec * f).sum(-1)).mean()
                     + tcfg.mse_weight * f.shape[-1] * F.mse_loss(dec, f))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            lv = float(loss.detach())
-            if not math.isfinite(lv):
-                raise FloatingPointError(f"binary code: loss became {lv} at step {step}")
+            lv = _update(opt, loss, "binary code", step)
             hist["step_loss"].append(lv)
-            if f_eval is not None and (step % tcfg.eval_every == 0 or step == tcfg.steps):
-                r = code_report(mapping, decoder, f_eval)
-                hist["eval"].append({"step": step, "cos": r["cos"], "fmse": r["fmse"]})
-            bar.set_postfix({"loss": f"{lv:.3f}"}, refresh=False)
-            bar.update(1)
-        bar.close()
-    mapping.eval(), decoder.eval()
+            return {"loss": f"{lv:.3f}"}
+
+        def eval_fn(step: int) -> None:
+            r = code_report(mapping, decoder, f_eval)
+            hist["eval"].append({"step": step, "cos": r["cos"], "fmse": r["fmse"]})
+
+        _step_loop("binary code", _batches(len(f_train), tcfg.batch_size, tcfg.steps, gen), tcfg.steps,
+                   (mapping, decoder), step_fn, tcfg.eval_every, None if f_eval is None else eval_fn, progress)
     hist["time_s"] = time.perf_counter() - t0
     return mapping, decoder, hist
 
@@ -249,9 +276,8 @@ def train_hiding(
         carrier, extractor = HidingCarrier(ccfg), PasswordExtractor(ecfg)
         opt = torch.optim.Adam(list(carrier.parameters()) + list(extractor.parameters()), lr=tcfg.lr)
         gen_batch, gen_pair, gen_noise = (make_generator(tcfg.seed + k) for k in (1, 2, 3))
-        bar = tqdm(total=tcfg.steps, desc="hiding", disable=not progress, leave=True)
-        for step, idx in enumerate(_batches(len(images), tcfg.batch_size, tcfg.steps, gen_batch), start=1):
-            carrier.train(), extractor.train()
+
+        def step_fn(step: int, idx: torch.Tensor) -> dict[str, str]:
             x = images[idx]
             v = bits_pool[torch.randint(len(bits_pool), (len(idx),), generator=gen_pair)].float()
             x_hide = carrier(x, v)
@@ -260,25 +286,20 @@ def train_hiding(
             l_info = information_hiding_loss(logits, v)  # Eq. 15
             l_l1 = (x_hide - x).abs().mean()
             loss = tcfg.lambda_info * l_info + tcfg.lambda_l1 * l_l1
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            lv = float(loss.detach())
-            if not math.isfinite(lv):
-                raise FloatingPointError(f"hiding: loss became {lv} at step {step}")
+            lv = _update(opt, loss, "hiding", step)
             hist["step_loss"].append(lv)
             hist["step_info"].append(float(l_info.detach()))
             hist["step_l1"].append(float(l_l1.detach()))
             hist["step_ber"].append(bit_error_rate(PasswordExtractor.bits(logits.detach()), v))
-            if eval_set is not None and (step % tcfg.eval_every == 0 or step == tcfg.steps):
-                r = evaluate_hiding(carrier, extractor, eval_set["decoder"], eval_set["images"],
-                                    eval_set["bits"], eval_set["f_id"])
-                hist["eval"].append({"step": step, **{k: r[k] for k in ("ber", "fmse", "cos", "psnr")}})
-            bar.set_postfix({"info": f"{hist['step_info'][-1]:.3f}", "ber": f"{hist['step_ber'][-1]:.3f}"},
-                            refresh=False)
-            bar.update(1)
-        bar.close()
-    carrier.eval(), extractor.eval()
+            return {"info": f"{hist['step_info'][-1]:.3f}", "ber": f"{hist['step_ber'][-1]:.3f}"}
+
+        def eval_fn(step: int) -> None:
+            r = evaluate_hiding(carrier, extractor, eval_set["decoder"], eval_set["images"], eval_set["bits"],
+                                eval_set["f_id"])
+            hist["eval"].append({"step": step, **{k: r[k] for k in ("ber", "fmse", "cos", "psnr")}})
+
+        _step_loop("hiding", _batches(len(images), tcfg.batch_size, tcfg.steps, gen_batch), tcfg.steps,
+                   (carrier, extractor), step_fn, tcfg.eval_every, None if eval_set is None else eval_fn, progress)
     hist["time_s"] = time.perf_counter() - t0
     return carrier, extractor, hist
 

@@ -88,6 +88,17 @@ def save_rotating(state: Mapping[str, Any], out_dir: str | os.PathLike, step: in
     return path
 
 
+def states_of(objects: Mapping[str, Any]) -> dict[str, Any]:
+    """``{name: obj.state_dict()}``: the networks and optimisers a trainer's checkpoint holds."""
+    return {name: obj.state_dict() for name, obj in objects.items()}
+
+
+def load_states(checkpoint: Mapping[str, Any], objects: Mapping[str, Any]) -> None:
+    """Load every ``objects[name]`` from ``checkpoint[name]`` (the inverse of :func:`states_of`)."""
+    for name, obj in objects.items():
+        obj.load_state_dict(checkpoint[name])
+
+
 def rewrite_csv_upto(path: Path, step: int) -> None:
     """Drop rows logged after ``step`` (a crash after the last checkpoint), keeping the header."""
     if not path.is_file():

@@ -120,7 +120,8 @@ from .models.discriminator import StyleGAN2Discriminator
 from .models.drdpgan import DRDPGAN
 from .objective import diagnostics, generator_objective, judge_losses, recover_teacher_forced, step_seed
 from .repro import atomic_write_json, make_generator
-from .runlog import CSVLog, DictConfig, EpochSampler, checkpoint_dir, latest_checkpoint, rewrite_csv_upto, save_rotating
+from .runlog import (CSVLog, DictConfig, EpochSampler, checkpoint_dir, latest_checkpoint, load_states, rewrite_csv_upto,
+                     save_rotating, states_of)
 from .train_stylegan2 import r1_penalty
 
 __all__ = [
@@ -482,6 +483,7 @@ def train_drdpgan(
     sigma = cfg.noise_sigma if cfg.noise_sigma is not None else model.cfg.extractor_noise_sigma
     gamma = float(cfg.r1_gamma)
     configs = _configs(model, C, cfg)
+    trained = {"model": model, "C": C, "critic": critic, "opt_G": opt_G, "opt_C": opt_C, "opt_critic": opt_critic}
     step = 0
     acc: dict[str, list[float]] = {}  # per-term [sum, count] since the last CSV row
 
@@ -492,12 +494,7 @@ def train_drdpgan(
         if diff:
             raise ValueError(f"cannot resume from {ck_path}: the configuration differs in {diff}; "
                              f"use a new out_dir or the original configuration")
-        model.load_state_dict(ck["model"])
-        C.load_state_dict(ck["C"])
-        critic.load_state_dict(ck["critic"])
-        opt_G.load_state_dict(ck["opt_G"])
-        opt_C.load_state_dict(ck["opt_C"])
-        opt_critic.load_state_dict(ck["opt_critic"])
+        load_states(ck, trained)
         step = int(ck["step"])
         acc = {k: list(v) for k, v in ck.get("log_acc", {}).items()}
         if main:
@@ -511,9 +508,7 @@ def train_drdpgan(
         path = None
         if main:
             state = {
-                "model": model.state_dict(), "C": C.state_dict(), "critic": critic.state_dict(),
-                "opt_G": opt_G.state_dict(), "opt_C": opt_C.state_dict(), "opt_critic": opt_critic.state_dict(),
-                "step": step, "data": {"sampler_seed": cfg.seed, "position": step * cfg.batch_size},
+                **states_of(trained), "step": step, "data": {"sampler_seed": cfg.seed, "position": step * cfg.batch_size},
                 "configs": configs, "log_acc": acc, "rng": _rng_record(),
             }
             path = save_rotating(state, out, step, cfg.keep_checkpoints)

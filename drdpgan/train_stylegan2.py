@@ -58,7 +58,8 @@ from .losses import adversarial_loss, discriminator_logistic_loss
 from .models.discriminator import StyleGAN2Discriminator
 from .models.stylegan2 import StyleGAN2Config, StyleGAN2Generator
 from .repro import atomic_write_bytes, atomic_write_json, batched, make_generator
-from .runlog import CSVLog, DictConfig, EpochSampler, checkpoint_dir, latest_checkpoint, rewrite_csv_upto, save_rotating
+from .runlog import (CSVLog, DictConfig, EpochSampler, checkpoint_dir, latest_checkpoint, load_states, rewrite_csv_upto,
+                     save_rotating, states_of)
 
 __all__ = [
     "TrainConfig",
@@ -340,6 +341,7 @@ def train_stylegan2(
     mb = tcfg.r1_every / (tcfg.r1_every + 1) if tcfg.r1_every > 0 else 1.0
     opt_G = torch.optim.Adam(G.parameters(), lr=g_lr, betas=tcfg.betas, eps=tcfg.eps)
     opt_D = torch.optim.Adam(D.parameters(), lr=d_lr * mb, betas=tuple(b**mb for b in tcfg.betas), eps=tcfg.eps)
+    trained = {"G": G, "G_ema": G_ema, "D": D, "opt_G": opt_G, "opt_D": opt_D}  # what a checkpoint holds
     z_gen = make_generator(tcfg.seed + 1)  # latents, style mixing, noise
     fixed_z = torch.randn(tcfg.num_samples, gcfg.z_dim, generator=make_generator(tcfg.seed + 2))
     metric_z = torch.randn(tcfg.metric_num, gcfg.z_dim, generator=make_generator(tcfg.seed + 3))
@@ -363,11 +365,7 @@ def train_stylegan2(
         diff = [k for k in old.to_dict() if k not in volatile and old.to_dict()[k] != tcfg.to_dict()[k]]
         if diff:
             raise ValueError(f"{ck_path}: training config differs in {diff}; use a new out_dir")
-        G.load_state_dict(ck["G"])
-        G_ema.load_state_dict(ck["G_ema"])
-        D.load_state_dict(ck["D"])
-        opt_G.load_state_dict(ck["opt_G"])
-        opt_D.load_state_dict(ck["opt_D"])
+        load_states(ck, trained)
         z_gen.set_state(ck["z_gen"])
         step, cur_nimg = int(ck["step"]), int(ck["cur_nimg"])
         if main:
@@ -408,9 +406,7 @@ def train_stylegan2(
     def save_checkpoint() -> None:
         if main:  # every replica holds the same state (and z_gen, drawn for the global batch on each)
             state = {
-                "G": G.state_dict(), "G_ema": G_ema.state_dict(), "D": D.state_dict(),
-                "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
-                "step": step, "cur_nimg": cur_nimg,
+                **states_of(trained), "step": step, "cur_nimg": cur_nimg,
                 "gcfg": gcfg.to_dict(), "tcfg": tcfg.to_dict(),
                 "z_gen": z_gen.get_state(), "rng": _rng_state(),
             }
