@@ -117,7 +117,9 @@ def _recipes() -> dict[str, dict[str, Any]]:
                                     log_every=10, checkpoint_every=100, keep_checkpoints=2, eval_every=250),
         "init_seed": 0,  # the fresh components' initialisation
     }
-    # lfw: the same recipe on the LFW training crops, around the lfw priors (not run yet)
+    # lfw: the same recipe on the LFW training crops, around the lfw priors (not run yet). Before it runs, the background
+    # terms' face_region needs sizing for these crops: they are aligned to the ArcFace template (margin 0), so the face
+    # fills most of the crop, unlike the synthetic world's heads the default ellipse was sized on
     return {"cpu": cpu, "lfw": dict(cpu)}
 
 
