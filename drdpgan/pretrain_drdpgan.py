@@ -254,6 +254,22 @@ def _sample(dataset, n: int, seed: int = 5) -> torch.Tensor:
 
 
 @torch.no_grad()
+def head_masks(heldout, idx: list[int]) -> torch.Tensor:
+    """(N, 1, R, R) the synthetic renderer's head (+ hair) coverage of held-out faces ``idx``, in [0, 1]."""
+    from .data.world import FaceWorld
+
+    return FaceWorld(heldout.world_config).render(torch.as_tensor(heldout.world_identities[idx]),
+                                                  torch.as_tensor(heldout.sample_indices[idx]),
+                                                  heldout.image_size)["mask"]
+
+
+def masked_psnr(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor) -> float:
+    """Mean per-image PSNR (dB; images (N, 3, R, R) in [-1, 1]) over the pixels ``weight`` (N, 1, R, R) selects."""
+    w = weight.float().expand_as(a)
+    mse = ((((a.float() - b.float()) / 2) ** 2) * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(1)
+    return float((10 * torch.log10(1 / mse.clamp_min(1e-10))).mean())
+
+
 def attribute_preservation(model, heldout, idx: list[int], anonymized: torch.Tensor) -> dict[str, float]:
     """What anonymization keeps, against the synthetic world's ground truth (issue 15; ``cpu`` only):
 
@@ -263,23 +279,19 @@ def attribute_preservation(model, heldout, idx: list[int], anonymized: torch.Ten
     (dB, anonymized vs original over the pixels outside the renderer's head mask)."""
     from sklearn.metrics import r2_score
 
-    from .data.world import FaceWorld
     from .stages import images_of
 
     x = images_of(heldout, idx)
     true_pose = heldout.coeffs["pose"][idx].float()
     true_expr = heldout.coeffs["expression"][idx].float()
-    mask = FaceWorld(heldout.world_config).render(torch.as_tensor(heldout.world_identities[idx]),
-                                                  torch.as_tensor(heldout.sample_indices[idx]),
-                                                  heldout.image_size)["mask"]  # (N, 1, R, R) head coverage
+    mask = head_masks(heldout, idx)  # (N, 1, R, R) head coverage
     out = {}
     for name, images in (("prior3d", x), ("anon", anonymized)):
         e, p = model.prior(images.float())
         out[f"{name}.pose_err_deg"] = float(torch.rad2deg((p - true_pose).abs()).mean())
         out[f"{name}.expression_r2"] = float(r2_score(true_expr.numpy(), e.numpy()))
-    bg = (mask < 0.5).float().expand_as(x)  # (N, 3, R, R)
-    mse = ((((anonymized.float() - x.float()) / 2) ** 2) * bg).flatten(1).sum(1) / bg.flatten(1).sum(1).clamp_min(1)
-    out["anon.background_psnr"] = float((10 * torch.log10(1 / mse.clamp_min(1e-10))).mean())
+    bg = (mask < 0.5).float()  # (N, 1, R, R)
+    out["anon.background_psnr"] = masked_psnr(anonymized, x, bg)
     out["anon.background_fraction"] = float(bg.mean())
     return out
 

@@ -81,8 +81,6 @@ idx = _sample_indices(held, 32)
 x = images_of(held, idx)
 q = quick_metrics(m, x)
 with torch.no_grad():
-    anon = _anonymize_sealed(m, x.float(), make_generator(3))[0]
-    q.update({k: v for k, v in attribute_preservation(m, held, idx, anon).items() if k.startswith("anon.")})
     masks = {}
     def keep_mask(r):
         def hook(_mod, _inputs, out):  # out = (F_in, M): M's mean inside and outside the face ellipse
@@ -93,8 +91,9 @@ with torch.no_grad():
         return hook
 
     hook = [f.register_forward_hook(keep_mask(r)) for r, f in m.fusion.items()]
-    _anonymize_sealed(m, x.float(), make_generator(3))
+    anon = _anonymize_sealed(m, x.float(), make_generator(3))[0]
     for h in hook:
         h.remove()
+    q.update({k: v for k, v in attribute_preservation(m, held, idx, anon).items() if k.startswith("anon.")})
 q.update({f"mask{r}": v for r, v in masks.items()})
 print(name, {k: round(v, 3) for k, v in q.items()}, f"{time.time()-t:.0f}s", flush=True)

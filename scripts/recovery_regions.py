@@ -10,8 +10,7 @@ import sys
 
 import torch
 
-from drdpgan.data.world import FaceWorld
-from drdpgan.pretrain_drdpgan import _anonymize_sealed, _faces, _sample_indices, build_model
+from drdpgan.pretrain_drdpgan import _anonymize_sealed, _faces, _sample_indices, build_model, head_masks, masked_psnr
 from drdpgan.repro import make_generator
 from drdpgan.stages import images_of
 
@@ -22,21 +21,10 @@ model.eval()
 _, held = _faces("cpu", False)
 idx = _sample_indices(held, 32)
 x = images_of(held, idx).float()
-head_mask = FaceWorld(held.world_config).render(torch.as_tensor(held.world_identities[idx]),
-                                                torch.as_tensor(held.sample_indices[idx]), held.image_size)["mask"]
+head = (head_masks(held, idx) > 0.5).float()
 with torch.no_grad():
     anon, _, code, _ = _anonymize_sealed(model, x, make_generator(3))
     recovered = model.recover(anon, code=code)["images"].clamp(-1, 1)
-
-
-def psnr(a, b, weight):
-    """Mean per-image PSNR (dB, images in [-1, 1]) over the pixels ``weight`` (N, 1, R, R) selects."""
-    weight = weight.expand_as(a)
-    mse = ((((a - b) / 2) ** 2) * weight).flatten(1).sum(1) / weight.flatten(1).sum(1)
-    return float((10 * torch.log10(1 / mse)).mean())
-
-
-head = (head_mask > 0.5).float()
 for name, images in (("recovered", recovered), ("anonymized", anon)):
-    print(f"{name}: head {psnr(images, x, head):.2f} dB, background {psnr(images, x, 1 - head):.2f} dB, "
-          f"all {psnr(images, x, torch.ones_like(head)):.2f} dB")
+    print(f"{name}: head {masked_psnr(images, x, head):.2f} dB, background {masked_psnr(images, x, 1 - head):.2f} dB, "
+          f"all {masked_psnr(images, x, torch.ones_like(head)):.2f} dB")
