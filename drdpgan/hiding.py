@@ -49,7 +49,6 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from .models.binary_code import (
     BinaryCodeConfig,
@@ -60,6 +59,7 @@ from .models.binary_code import (
     mean_threshold_quantize,
 )
 from .models.extractor import ExtractorConfig, PasswordExtractor, add_channel_noise, information_hiding_loss
+from .loop import Every, StepLoop
 from .models.hiding_carrier import HidingCarrier, HidingCarrierConfig
 from .evaluate import psnr
 from .repro import batched, make_generator
@@ -95,21 +95,18 @@ def _seeded(seed: int, num_threads: int = 0) -> Iterator[None]:
 
 
 def _step_loop(desc: str, batches: Iterator[torch.Tensor], steps: int, modules: tuple[nn.Module, ...],
-               step_fn: Callable[[int, torch.Tensor], dict[str, str]], eval_every: int,
+               step_fn: Callable[[int, torch.Tensor], dict[str, float]], eval_every: int,
                eval_fn: Callable[[int], None] | None, progress: bool) -> None:
-    """The hiding trainers' loop: for each index batch, ``modules`` in train mode, ``step_fn(step, idx)`` (one
-    update; returns the progress bar's postfix), then ``eval_fn(step)`` every ``eval_every`` steps and at the end;
-    ``modules`` in eval mode afterwards."""
-    bar = tqdm(total=steps, desc=desc, disable=not progress, leave=True)
-    for step, idx in enumerate(batches, start=1):
+    """The hiding trainers' use of :class:`~drdpgan.loop.StepLoop`: for each index batch, ``modules`` in train mode
+    and ``step_fn(step, idx)`` (one update, ``step`` counted from 1; returns its scalars), then ``eval_fn(step)``
+    every ``eval_every`` steps and at the end; ``modules`` in eval mode afterwards."""
+    def one_step(done: int) -> dict[str, float]:
         for m in modules:
             m.train()
-        postfix = step_fn(step, idx)
-        if eval_fn is not None and (step % eval_every == 0 or step == steps):
-            eval_fn(step)
-        bar.set_postfix(postfix, refresh=False)
-        bar.update(1)
-    bar.close()
+        return step_fn(done + 1, next(batches))
+
+    loop = StepLoop(desc, steps, progress=progress, postfix=lambda last: {k: f"{v:.3f}" for k, v in last.items()})
+    loop.run(one_step, [] if eval_fn is None else [Every(eval_every, eval_fn, final=True)])
     for m in modules:
         m.eval()
 
@@ -173,7 +170,7 @@ def train_binary_code(
         opt = torch.optim.Adam(list(mapping.parameters()) + list(decoder.parameters()), lr=tcfg.lr)
         gen = make_generator(tcfg.seed + 1)
 
-        def step_fn(step: int, idx: torch.Tensor) -> dict[str, str]:
+        def step_fn(step: int, idx: torch.Tensor) -> dict[str, float]:
             f = f_train[idx]
             bits = mapping(f, straight_through=True)  # Eq. 2-4 with a straight-through gradient
             dec = decoder(bits)
@@ -181,7 +178,7 @@ def train_binary_code(
                     + tcfg.mse_weight * f.shape[-1] * F.mse_loss(dec, f))
             lv = _update(opt, loss, "binary code", step)
             hist["step_loss"].append(lv)
-            return {"loss": f"{lv:.3f}"}
+            return {"loss": lv}
 
         def eval_fn(step: int) -> None:
             r = code_report(mapping, decoder, f_eval)
@@ -277,7 +274,7 @@ def train_hiding(
         opt = torch.optim.Adam(list(carrier.parameters()) + list(extractor.parameters()), lr=tcfg.lr)
         gen_batch, gen_pair, gen_noise = (make_generator(tcfg.seed + k) for k in (1, 2, 3))
 
-        def step_fn(step: int, idx: torch.Tensor) -> dict[str, str]:
+        def step_fn(step: int, idx: torch.Tensor) -> dict[str, float]:
             x = images[idx]
             v = bits_pool[torch.randint(len(bits_pool), (len(idx),), generator=gen_pair)].float()
             x_hide = carrier(x, v)
@@ -291,7 +288,7 @@ def train_hiding(
             hist["step_info"].append(float(l_info.detach()))
             hist["step_l1"].append(float(l_l1.detach()))
             hist["step_ber"].append(bit_error_rate(PasswordExtractor.bits(logits.detach()), v))
-            return {"info": f"{hist['step_info'][-1]:.3f}", "ber": f"{hist['step_ber'][-1]:.3f}"}
+            return {"info": hist["step_info"][-1], "ber": hist["step_ber"][-1]}
 
         def eval_fn(step: int) -> None:
             r = evaluate_hiding(carrier, extractor, eval_set["decoder"], eval_set["images"], eval_set["bits"],

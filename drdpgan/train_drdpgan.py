@@ -114,6 +114,7 @@ import torch
 from torch import nn
 
 from . import distributed as ddp
+from .loop import Every, StepLoop
 from .losses import LossWeights
 from .models.critic import CriticConfig, SteganalysisCritic
 from .models.discriminator import StyleGAN2Discriminator
@@ -459,8 +460,6 @@ def train_drdpgan(
     Returns ``{"step", "steps", "stopped_early", "sec_per_step", "steps_per_sec", "out_dir",
     "last": {term: value at the last step}, "final": {term: average over the last log interval}}``.
     """
-    from tqdm.auto import tqdm
-
     out = Path(out_dir)
     main = ddp.is_main()
     rows = ddp.shard_rows(cfg.batch_size) if ddp.world_size() > 1 else None  # this process's rows of each batch
@@ -484,8 +483,7 @@ def train_drdpgan(
     gamma = float(cfg.r1_gamma)
     configs = _configs(model, C, cfg)
     trained = {"model": model, "C": C, "critic": critic, "opt_G": opt_G, "opt_C": opt_C, "opt_critic": opt_critic}
-    step = 0
-    acc: dict[str, list[float]] = {}  # per-term [sum, count] since the last CSV row
+    step, sums = 0, {}  # sums: the log interval's per-term [sum, count] (StepLoop.sums)
 
     ck_path = latest_checkpoint(out)
     if ck_path is not None:
@@ -495,27 +493,40 @@ def train_drdpgan(
             raise ValueError(f"cannot resume from {ck_path}: the configuration differs in {diff}; "
                              f"use a new out_dir or the original configuration")
         load_states(ck, trained)
-        step = int(ck["step"])
-        acc = {k: list(v) for k, v in ck.get("log_acc", {}).items()}
+        step, sums = int(ck["step"]), ck.get("log_acc", {})
         if main:
             rewrite_csv_upto(out / "losses.csv", step)
             rewrite_csv_upto(out / "metrics.csv", step)
     ddp.barrier()
     log = CSVLog(out / "losses.csv", ["step", "images"] + LOSS_COLUMNS + ["sec_per_step", "time"]) if main else None
+    loop = StepLoop("drdpgan", cfg.steps, step, progress=progress and main, sums=sums, postfix=lambda last: {
+        "G": f"{last['loss_G']:.3f}", "info": f"{last['ano_info']:.3f}", "bits": f"{last['bit_acc']:.3f}",
+        **{short: f"{last.get(term, float('nan')):.3f}" for short, term in
+           (("id_a", "ano_id"), ("id_r", "rec_id"), ("C", "loss_C"), ("crit", "loss_critic"))}})
+    saved_at = [-1]
 
-    def save_checkpoint() -> Path | None:
+    def save_checkpoint(step: int) -> Path | None:
         """Rank 0 writes (every replica holds the same state); the others wait for it."""
         path = None
         if main:
             state = {
                 **states_of(trained), "step": step, "data": {"sampler_seed": cfg.seed, "position": step * cfg.batch_size},
-                "configs": configs, "log_acc": acc, "rng": _rng_record(),
+                "configs": configs, "log_acc": loop.sums, "rng": _rng_record(),
             }
             path = save_rotating(state, out, step, cfg.keep_checkpoints)
         ddp.barrier()
+        saved_at[0] = step
         return path
 
-    def run_evaluation() -> None:
+    def log_row(step: int) -> None:
+        means, sec_per_step = loop.take_interval()
+        final.clear()
+        final.update(means)
+        if main:
+            log.write({"step": step, "images": step * cfg.batch_size, **means, "sec_per_step": sec_per_step,
+                       "time": time.time()})
+
+    def run_evaluation(step: int) -> None:
         model.eval()
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
             m = {k: float(v) for k, v in evaluate(model).items()}
@@ -523,58 +534,37 @@ def train_drdpgan(
         CSVLog(out / "metrics.csv", ["step", "images", *m, "time"]).write({"step": step, "images": step * cfg.batch_size, **m, "time": time.time()})
 
     sampler = iter(EpochSampler(len(dataset), cfg.seed, start=step * cfg.batch_size))
-    last: dict[str, float] = {}
+
+    def step_fn(step: int) -> dict[str, float]:
+        idx = [next(sampler) for _ in range(cfg.batch_size)]  # the global batch
+        idx = idx if rows is None else idx[rows]
+        x = torch.stack([dataset[i]["image"] for i in idx]).float().to(dev)  # (B, 3, R, R)
+        return ddp.average_scalars(_train_step(model, C, critic, opts, x, cfg, step, sigma, gamma, rows))
+
+    def stop(step: int) -> str | None:
+        if cfg.stop_after is not None and loop.steps_run >= cfg.stop_after:
+            return "stop_after"
+        if cfg.max_seconds is not None and time.perf_counter() - t0 >= cfg.max_seconds:
+            return "max_seconds"
+        return None
+
     final: dict[str, float] = {}
     start_step, t0 = step, time.perf_counter()
-    t_row, steps_row = t0, 0
-    stopped = False
     _set_train_mode(model, cfg)
     C.train()
     critic.train()
-    pbar = tqdm(total=cfg.steps, initial=min(step, cfg.steps), disable=not (progress and main), desc="drdpgan",
-                dynamic_ncols=True)
     try:
         with torch.random.fork_rng(devices=[]):
-            while step < cfg.steps:
-                idx = [next(sampler) for _ in range(cfg.batch_size)]  # the global batch
-                idx = idx if rows is None else idx[rows]
-                x = torch.stack([dataset[i]["image"] for i in idx]).float().to(dev)  # (B, 3, R, R)
-                last = ddp.average_scalars(_train_step(model, C, critic, opts, x, cfg, step, sigma, gamma, rows))
-                bad = [k for k, v in last.items() if not math.isfinite(v)]
-                if bad:
-                    raise FloatingPointError(f"non-finite {bad} at step {step}: {last}")
-                step += 1
-                steps_row += 1
-                for k, v in last.items():
-                    s = acc.setdefault(k, [0.0, 0])
-                    s[0] += v
-                    s[1] += 1
-                if cfg.log_every > 0 and (step % cfg.log_every == 0 or step == cfg.steps):
-                    now = time.perf_counter()
-                    final = {k: s / max(n, 1) for k, (s, n) in acc.items()}
-                    if main:
-                        log.write({"step": step, "images": step * cfg.batch_size, **final,
-                                   "sec_per_step": (now - t_row) / max(steps_row, 1), "time": time.time()})
-                    acc, t_row, steps_row = {}, now, 0
-                if evaluate is not None and cfg.eval_every > 0 and step % cfg.eval_every == 0 and main:
-                    run_evaluation()
-                pbar.update(1)
-                pbar.set_postfix(G=f"{last['loss_G']:.3f}", info=f"{last['ano_info']:.3f}",
-                                 bits=f"{last['bit_acc']:.3f}", id_a=f"{last.get('ano_id', float('nan')):.3f}",
-                                 id_r=f"{last.get('rec_id', float('nan')):.3f}",
-                                 C=f"{last.get('loss_C', float('nan')):.3f}",
-                                 crit=f"{last.get('loss_critic', float('nan')):.3f}", refresh=False)
-                done_here = step - start_step
-                if step < cfg.steps and ((cfg.stop_after is not None and done_here >= cfg.stop_after) or (
-                        cfg.max_seconds is not None and time.perf_counter() - t0 >= cfg.max_seconds)):
-                    save_checkpoint()
-                    stopped = True
-                    break
-                if cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0 and step != cfg.steps:
-                    save_checkpoint()
+            stopped = loop.run(step_fn, [
+                Every(cfg.log_every, log_row, final=True),
+                Every(cfg.eval_every if evaluate is not None and main else 0, run_evaluation),
+                Every(cfg.checkpoint_every, save_checkpoint, final=False),
+            ], stop=stop) is not None
+        if stopped and saved_at[0] != loop.step:
+            save_checkpoint(loop.step)
     finally:
-        pbar.close()
         model.eval()
+    step, last = loop.step, loop.last
 
     elapsed = time.perf_counter() - t0
     n_run = step - start_step
@@ -587,7 +577,7 @@ def train_drdpgan(
     final_ckpt = checkpoint_dir(out) / f"ckpt_{step:07d}.pt"
     metrics_path = out / "final_metrics.json"
     if not final_ckpt.is_file() or n_run > 0:
-        save_checkpoint()
+        save_checkpoint(step)
         if main:
             atomic_write_json(metrics_path, {k: v for k, v in result.items() if k != "out_dir"})
             try:

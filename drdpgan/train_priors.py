@@ -33,8 +33,8 @@ world's eye closures swap; None keeps it, for a left/right-symmetric basis).
 
 from __future__ import annotations
 
+import itertools
 import math
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -43,7 +43,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .models.facenet import FaceNetConfig, FaceNetEvaluator, classifier_accuracy
 from .models.identity import ArcFaceHead, IdentityEncoder, IdentityEncoderConfig, count_parameters
@@ -57,6 +56,7 @@ from .models.prior3d import (
 )
 from . import distributed as ddp
 from .checkpoints import save_checkpoint
+from .loop import Every, StepLoop
 from .distributed import draw_rows
 from .repro import atomic_torch_save, atomic_write_json, make_generator, seed_everything
 
@@ -278,7 +278,7 @@ def _shard(batch, rows: slice):
     return batch
 
 
-def _fit_inner(modules, loader, tcfg, step_fn, desc, progress, state_dir, generators) -> dict[str, Any]:
+def _fit_inner(modules, loader, tcfg, step_fn_user, desc, progress, state_dir, generators) -> dict[str, Any]:
     dev = torch.device(getattr(tcfg, "device", "cpu"))
     main = ddp.is_main()  # under torchrun (drdpgan.distributed): shards of each batch, averaged gradients
     for m in modules:
@@ -294,6 +294,7 @@ def _fit_inner(modules, loader, tcfg, step_fn, desc, progress, state_dir, genera
     for m in modules:
         m.train()
     step, epoch, skip, t_before = 0, 0, 0, 0.0
+    epoch_sums = [0.0, 0.0, 0]  # the current epoch's loss sum, accuracy sum and steps
     every = int(getattr(tcfg, "checkpoint_every", 0) or 0)
     state_path = Path(state_dir) / _STATE_FILE if state_dir is not None else None
     shuffle_gen = loader.generator
@@ -307,79 +308,83 @@ def _fit_inner(modules, loader, tcfg, step_fn, desc, progress, state_dir, genera
             m.load_state_dict(sd)
         opt.load_state_dict(st["opt"])
         step, epoch, hist, t_before = st["step"], st["epoch"], st["hist"], st["time_s"]
+        epoch_sums = list(st.get("epoch_sums", epoch_sums))  # older states: the epoch's summary restarts
         skip = step - epoch * steps_per_epoch
         for name, g in generators.items():
             g.set_state(st["generators"][name])
         torch.set_rng_state(st["torch_rng"])
         shuffle_gen.set_state(st["epoch_shuffle_state"])
-    t0 = time.perf_counter() - t_before
-    bar = tqdm(total=total, initial=step, desc=desc, disable=not (progress and main), leave=True)
-    try:
-        while step < total:
-            epoch_shuffle_state = shuffle_gen.get_state()
-            e_loss, e_acc, e_n = 0.0, 0.0, 0
-            for i, batch in enumerate(loader):
-                if i < skip:
-                    continue
-                if step >= total:
-                    break
-                lr = tcfg.lr * _lr_factor(step, total, tcfg)
-                for g in opt.param_groups:
-                    g["lr"] = lr
-                rows, n = None, _batch_len(batch)
-                if ddp.world_size() > 1:
-                    rows = ddp.shard_rows(n)
-                    batch = _shard(batch, rows)
-                with ddp.sharded_draws(n, rows):
-                    loss, acc = step_fn(_to_device(batch, dev), step)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                ddp.average_gradients(params)
-                if tcfg.grad_clip:
-                    nn.utils.clip_grad_norm_(params, tcfg.grad_clip)
-                opt.step()
-                avg = ddp.average_scalars({"loss": float(loss.detach()), "acc": float("nan") if acc is None
-                                           else float(acc)})
-                lv, acc = avg["loss"], (None if acc is None else avg["acc"])
-                if not math.isfinite(lv):
-                    raise FloatingPointError(f"{desc}: loss became {lv} at step {step}")
-                hist["step_loss"].append(lv)
-                hist["lr"].append(lr)
-                if acc is not None:
-                    hist["step_acc"].append(float(acc))
-                    e_acc += float(acc)
-                e_loss += lv
-                e_n += 1
-                step += 1
-                post = {"loss": f"{lv:.3f}"}
-                if acc is not None:
-                    post["acc"] = f"{acc:.2f}"
-                bar.set_postfix(post, refresh=False)
-                bar.update(1)
-                if state_path is not None and every > 0 and step % every == 0 and step < total and main:
-                    atomic_torch_save({
-                        "modules": [m.state_dict() for m in modules], "opt": opt.state_dict(), "step": step,
-                        "epoch": epoch, "hist": hist, "time_s": time.perf_counter() - t0, "tcfg": asdict(tcfg),
-                        "generators": {n: g.get_state() for n, g in generators.items()},
-                        "torch_rng": torch.get_rng_state(), "epoch_shuffle_state": epoch_shuffle_state,
-                    }, state_path)
-            if skip:  # the resumed epoch: its summary covers the steps run since the resume
+    loop = StepLoop(desc, total, step, progress=progress and main, seconds_before=t_before,
+                    postfix=lambda last: {"loss": f"{last['loss']:.3f}",
+                                          **({"acc": f"{last['acc']:.2f}"} if "acc" in last else {})})
+    batches, epoch_shuffle_state = None, None
+
+    def end_epoch() -> None:
+        nonlocal epoch, epoch_sums
+        e_loss, e_acc, e_n = epoch_sums
+        hist["epochs"].append({"epoch": epoch, "loss": e_loss / max(e_n, 1),
+                               "acc": (e_acc / max(e_n, 1)) if hist["step_acc"] else None,
+                               "steps": e_n, "time_s": loop.seconds})
+        epoch, epoch_sums = epoch + 1, [0.0, 0.0, 0]
+
+    def next_batch():
+        """The next batch of the epoch's order (the first ``skip`` of a resumed epoch are passed over)."""
+        nonlocal batches, epoch_shuffle_state, skip
+        while True:
+            if batches is None:
+                epoch_shuffle_state = shuffle_gen.get_state()
+                batches = itertools.islice(iter(loader), skip, None)
                 skip = 0
-            hist["epochs"].append({
-                "epoch": epoch,
-                "loss": e_loss / max(e_n, 1),
-                "acc": (e_acc / max(e_n, 1)) if hist["step_acc"] else None,
-                "steps": e_n,
-                "time_s": time.perf_counter() - t0,
-            })
-            epoch += 1
-    finally:
-        bar.close()
+            batch = next(batches, None)
+            if batch is not None:
+                return batch
+            batches = None
+            end_epoch()
+
+    def step_fn(step: int) -> dict[str, float]:
+        batch = next_batch()
+        lr = tcfg.lr * _lr_factor(step, total, tcfg)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        rows, n = None, _batch_len(batch)
+        if ddp.world_size() > 1:
+            rows = ddp.shard_rows(n)
+            batch = _shard(batch, rows)
+        with ddp.sharded_draws(n, rows):
+            loss, acc = step_fn_user(_to_device(batch, dev), step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        ddp.average_gradients(params)
+        if tcfg.grad_clip:
+            nn.utils.clip_grad_norm_(params, tcfg.grad_clip)
+        opt.step()
+        avg = ddp.average_scalars({"loss": float(loss.detach()), "acc": float("nan") if acc is None else float(acc)})
+        hist["step_loss"].append(avg["loss"])
+        hist["lr"].append(lr)
+        epoch_sums[0] += avg["loss"]
+        epoch_sums[2] += 1
+        if acc is None:
+            return {"loss": avg["loss"]}
+        hist["step_acc"].append(avg["acc"])
+        epoch_sums[1] += avg["acc"]
+        return {"loss": avg["loss"], "acc": avg["acc"]}
+
+    def save_state(step: int) -> None:
+        atomic_torch_save({
+            "modules": [m.state_dict() for m in modules], "opt": opt.state_dict(), "step": step,
+            "epoch": epoch, "epoch_sums": list(epoch_sums), "hist": hist, "time_s": loop.seconds,
+            "tcfg": asdict(tcfg), "generators": {n: g.get_state() for n, g in generators.items()},
+            "torch_rng": torch.get_rng_state(), "epoch_shuffle_state": epoch_shuffle_state,
+        }, state_path)
+
+    loop.run(step_fn, [Every(every if state_path is not None and main else 0, save_state, final=False)])
+    if batches is not None:  # the last epoch, cut short by ``total`` or ended with its last batch
+        end_epoch()
     for m in modules:
         m.cpu().eval()
-    hist["steps"] = step
-    hist["time_s"] = time.perf_counter() - t0
-    hist["s_per_step"] = hist["time_s"] / max(step, 1)
+    hist["steps"] = loop.step
+    hist["time_s"] = loop.seconds
+    hist["s_per_step"] = hist["time_s"] / max(loop.step, 1)
     return hist
 
 

@@ -58,6 +58,7 @@ from .losses import adversarial_loss, discriminator_logistic_loss
 from .models.discriminator import StyleGAN2Discriminator
 from .models.stylegan2 import StyleGAN2Config, StyleGAN2Generator
 from .repro import atomic_write_bytes, atomic_write_json, batched, make_generator
+from .loop import Every, StepLoop
 from .runlog import (CSVLog, DictConfig, EpochSampler, checkpoint_dir, latest_checkpoint, load_states, rewrite_csv_upto,
                      save_rotating, states_of)
 
@@ -301,8 +302,6 @@ def train_stylegan2(
     gradients are averaged, and rank 0 alone writes; the losses equal one process's up to D's minibatch standard
     deviation over the shard (tested).
     """
-    from tqdm.auto import tqdm
-
     out = Path(out_dir)
     main = ddp.is_main()  # under torchrun (drdpgan.distributed) rank 0 alone writes
     rows = ddp.shard_rows(tcfg.batch_size) if ddp.world_size() > 1 else None
@@ -386,7 +385,7 @@ def train_stylegan2(
 
     real_feats: np.ndarray | None = None
 
-    def compute_metric() -> float:
+    def compute_metric(step: int) -> float:
         nonlocal real_feats
         if real_feats is None:
             idx = torch.randperm(len(dataset), generator=make_generator(tcfg.seed + 4))[:tcfg.metric_num]
@@ -398,12 +397,12 @@ def train_stylegan2(
                           "num": tcfg.metric_num})
         return fd
 
-    def save_samples() -> None:
+    def save_samples(step: int) -> None:
         imgs = _generate(G_ema, fixed_z.to(dev), psi=tcfg.truncation_psi_samples)
         nrow = max(1, int(math.sqrt(tcfg.num_samples)))
         save_image_grid(imgs, out / "samples" / f"step_{step:07d}.png", nrow=nrow)
 
-    def save_checkpoint() -> None:
+    def save_checkpoint(step: int) -> None:
         if main:  # every replica holds the same state (and z_gen, drawn for the global batch on each)
             state = {
                 **states_of(trained), "step": step, "cur_nimg": cur_nimg,
@@ -414,17 +413,15 @@ def train_stylegan2(
         ddp.barrier()
 
     if step == 0 and main:
-        save_samples()
+        save_samples(step)
 
     last_fd: float | None = None
-    last: dict[str, float] = {}
     r1_val = float("nan")  # the latest R1 value (computed every r1_every steps), logged with each row
     G.train()
     D.train()
-    pbar = tqdm(total=tcfg.steps, initial=min(step, tcfg.steps), disable=not (progress and main), desc="stylegan2",
-                dynamic_ncols=True)
-    t_last = time.perf_counter()
-    while step < tcfg.steps:
+
+    def step_fn(step: int) -> dict[str, float]:
+        nonlocal cur_nimg, r1_val
         B = tcfg.batch_size
         reals = next(batches)  # (B, 3, R, R), the global batch
         reals = (reals if rows is None else reals[rows]).to(dev)  # this process's rows of it
@@ -458,7 +455,7 @@ def train_stylegan2(
         if do_r1:
             r1 = r1_penalty(real_logits, reals_in).mean()
             total_D = total_D + r1 * (gamma / 2) * tcfg.r1_every
-            r1_val = float(r1.detach())
+            r1_val = ddp.average_scalars({"r1": float(r1.detach())})["r1"]
         opt_D.zero_grad(set_to_none=True)
         total_D.backward()
         ddp.average_gradients(D.parameters())
@@ -469,33 +466,29 @@ def train_stylegan2(
         ema_nimg = tcfg.ema_kimg * 1000
         if tcfg.ema_rampup is not None:
             ema_nimg = min(ema_nimg, cur_nimg * tcfg.ema_rampup)
-        beta = 0.5 ** (B / max(ema_nimg, 1e-8))
-        _ema_update(G_ema, G, beta)
-        step += 1
-
-        last = ddp.average_scalars({"loss_G": float(loss_G.detach()), "loss_D": float(loss_D.detach()),
+        _ema_update(G_ema, G, 0.5 ** (B / max(ema_nimg, 1e-8)))
+        return ddp.average_scalars({"loss_G": float(loss_G.detach()), "loss_D": float(loss_D.detach()),
                                     "D_real": float(real_logits.detach().mean()),
                                     "D_fake": float(fake_logits.detach().mean())})
-        if do_r1:
-            r1_val = ddp.average_scalars({"r1": r1_val})["r1"]
-        if not (math.isfinite(last["loss_G"]) and math.isfinite(last["loss_D"])):
-            raise FloatingPointError(f"non-finite loss at step {step}: {last}")
-        if tcfg.log_every > 0 and (step % tcfg.log_every == 0 or step == tcfg.steps) and main:
-            now = time.perf_counter()
-            n_since = tcfg.log_every if step % tcfg.log_every == 0 else max(1, step % tcfg.log_every)
-            loss_log.write({"step": step, "kimg": cur_nimg / 1000, **last, "r1": r1_val,
-                            "sec_per_step": (now - t_last) / n_since, "time": time.time()})
-            t_last = now
-        pbar.update(1)
-        pbar.set_postfix(G=f"{last['loss_G']:.3f}", D=f"{last['loss_D']:.3f}",
-                         fd=("-" if last_fd is None else f"{last_fd:.3g}"))
-        if tcfg.sample_every > 0 and step % tcfg.sample_every == 0 and main:
-            save_samples()
-        if tcfg.metric_every > 0 and step % tcfg.metric_every == 0 and step != tcfg.steps and main:
-            last_fd = compute_metric()
-        if tcfg.checkpoint_every > 0 and step % tcfg.checkpoint_every == 0 and step != tcfg.steps:
-            save_checkpoint()
-    pbar.close()
+
+    def log_row(step: int) -> None:
+        _, sec_per_step = loop.take_interval()
+        loss_log.write({"step": step, "kimg": cur_nimg / 1000, **loop.last, "r1": r1_val,
+                        "sec_per_step": sec_per_step, "time": time.time()})
+
+    def metric_row(step: int) -> None:
+        nonlocal last_fd
+        last_fd = compute_metric(step)
+
+    loop = StepLoop("stylegan2", tcfg.steps, step, progress=progress and main, postfix=lambda last: {
+        "G": f"{last['loss_G']:.3f}", "D": f"{last['loss_D']:.3f}", "fd": "-" if last_fd is None else f"{last_fd:.3g}"})
+    loop.run(step_fn, [
+        Every(tcfg.log_every if main else 0, log_row, final=True),
+        Every(tcfg.sample_every if main else 0, save_samples),
+        Every(tcfg.metric_every if main else 0, metric_row, final=False),
+        Every(tcfg.checkpoint_every, save_checkpoint, final=False),
+    ])
+    step, last = loop.step, loop.last
 
     # ---- final artifacts (also on a resume that had nothing left to do)
     final_ckpt = checkpoint_dir(out) / f"ckpt_{step:07d}.pt"
@@ -504,10 +497,10 @@ def train_stylegan2(
     ddp.barrier()
     if not finished_before:
         if main:
-            save_samples()
+            save_samples(step)
             if tcfg.metric_every >= 0:
-                last_fd = compute_metric()
-        save_checkpoint()
+                last_fd = compute_metric(step)
+        save_checkpoint(step)
         metrics = {"step": step, "kimg": cur_nimg / 1000, "frechet": last_fd, "features": feat_name, **last}
         if main:
             atomic_write_json(out / "final_metrics.json", metrics)

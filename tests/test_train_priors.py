@@ -4,7 +4,7 @@ same folder ends bit-identical to an uninterrupted run (same machine, same threa
 import pytest
 import torch
 
-import drdpgan.train_priors as tp
+import drdpgan.loop as training_loop
 from drdpgan.models.identity import IdentityEncoderConfig
 from drdpgan.train_priors import IdentityTrainConfig, Prior3DTrainConfig, train_identity_encoder, train_prior3d
 
@@ -12,7 +12,7 @@ from test_prior3d import TINY, RampWorld
 from toys import ColourWorld
 
 
-_REAL_TQDM = tp.tqdm
+_REAL_TQDM = training_loop.tqdm
 
 
 class _Killed(RuntimeError):
@@ -63,12 +63,12 @@ def test_resume_is_bit_identical(tmp_path, monkeypatch, kind):
 
     full, hist_full = train(tmp_path / "full")
     # killed mid-epoch (step 10 is inside the second or third epoch), after a saved state
-    monkeypatch.setattr(tp, "tqdm", _killing_tqdm(10))
+    monkeypatch.setattr(training_loop, "tqdm", _killing_tqdm(10))
     with pytest.raises(_Killed):
         train(tmp_path / "resumed")
     assert (tmp_path / "resumed" / "train_state.pt").is_file()
     resuming = _killing_tqdm(10**9)
-    monkeypatch.setattr(tp, "tqdm", resuming)
+    monkeypatch.setattr(training_loop, "tqdm", resuming)
     resumed, hist_res = train(tmp_path / "resumed")
     assert resuming.starts == [8] if kind == "identity" else resuming.starts == [9]  # the last saved state
     a, b = _state(full), _state(resumed)
@@ -77,15 +77,17 @@ def test_resume_is_bit_identical(tmp_path, monkeypatch, kind):
         assert torch.equal(a[k], b[k]), k
     assert hist_res["step_loss"] == hist_full["step_loss"]
     assert hist_res["steps"] == hist_full["steps"]
+    summary = [[e[k] for k in ("epoch", "loss", "acc", "steps")] for e in hist_full["epochs"]]
+    assert [[e[k] for k in ("epoch", "loss", "acc", "steps")] for e in hist_res["epochs"]] == summary
 
 
 def test_resume_refuses_another_recipe(tmp_path, monkeypatch):
     data = RampWorld(64, seed=0)
     tcfg = Prior3DTrainConfig(seed=4, epochs=2, batch_size=16, checkpoint_every=2)
-    monkeypatch.setattr(tp, "tqdm", _killing_tqdm(3))
+    monkeypatch.setattr(training_loop, "tqdm", _killing_tqdm(3))
     with pytest.raises(_Killed):
         train_prior3d(data, TINY, tcfg, out_dir=tmp_path, progress=False)
-    monkeypatch.setattr(tp, "tqdm", _REAL_TQDM)
+    monkeypatch.setattr(training_loop, "tqdm", _REAL_TQDM)
     with pytest.raises(ValueError, match="different training config.*lr"):
         train_prior3d(data, TINY, Prior3DTrainConfig(seed=4, epochs=2, batch_size=16, lr=1e-2, checkpoint_every=2),
                       out_dir=tmp_path, progress=False)
