@@ -437,7 +437,7 @@ def pretrain_prior(network: str, profile: str, progress: bool = True) -> dict[st
     from . import stages
     from .checkpoints import save_checkpoint
     from .repro import atomic_write_json
-    from .train_priors import train_facenet, train_identity_encoder, train_prior3d
+    from .train_priors import resumable_state, train_facenet, train_identity_encoder, train_prior3d
 
     if profile not in PRIOR_RECIPES:
         raise ValueError(f"no prior pretraining recipe for profile {profile!r}; known: {sorted(PRIOR_RECIPES)}")
@@ -453,7 +453,7 @@ def pretrain_prior(network: str, profile: str, progress: bool = True) -> dict[st
         train, init, info = _training_set(network, profile, r, progress and main)
         if main:
             record_provenance(out, {"network": network, "profile": profile, "n_train": len(train), **info,
-                                    "resumed": (out / "state" / "train_state.pt").is_file(),
+                                    "resumed": resumable_state(out / "state") is not None,
                                     "world_size": ddp.world_size()})
     t0 = time.time()
     model, hist = trainer(train, config_of(stages.notebook_params(stem, profile)), r[network], out_dir=out / "state",
@@ -618,13 +618,15 @@ def export_network(network: str, profile: str, dtype: str = "float16") -> dict[s
 
 def status(profile: str) -> dict[str, Any]:
     """What each pretraining folder of ``profile`` holds: latest step and the last logged rows."""
+    from .train_priors import resumable_state
+
     root = artifacts_root() / "pretrain" / profile
     out: dict[str, Any] = {}
     for d in sorted(root.glob("*")) if root.is_dir() else []:
         cks = sorted((d / "checkpoints").glob("ckpt_*.pt"))
         info: dict[str, Any] = {"latest_checkpoint": cks[-1].name if cks else None}
-        state = d / "state" / "train_state.pt"  # the priors' resumable state
-        if state.is_file():
+        state = resumable_state(d / "state")  # the priors' resumable state
+        if state is not None:
             import torch
 
             info["resumable_step"] = int(torch.load(state, map_location="cpu", weights_only=False)["step"])

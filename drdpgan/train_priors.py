@@ -57,8 +57,9 @@ from .models.prior3d import (
 from . import distributed as ddp
 from .checkpoints import save_checkpoint
 from .loop import Every, StepLoop
+from .runlog import latest_checkpoint, load_states, save_rotating, states_of
 from .distributed import draw_rows
-from .repro import atomic_torch_save, atomic_write_json, make_generator, seed_everything
+from .repro import atomic_write_json, make_generator, seed_everything
 
 __all__ = [
     "IdentityTrainConfig",
@@ -237,9 +238,11 @@ def _fit(
     ``state_dir``: resumable training. Every ``tcfg.checkpoint_every`` steps (when > 0) the
     modules, optimizer, step, history, the loader's shuffling generator as it was at the start of
     the epoch, the ``generators`` step_fn draws from and the global torch RNG (dropout) are written
-    atomically to ``state_dir/train_state.pt``; a later call with the same ``state_dir`` resumes
-    there and replays the epoch's batch order, so it ends bit-identical to an uninterrupted run on
-    the same machine and thread count (tests/test_train_priors.py)."""
+    atomically to ``state_dir/checkpoints/ckpt_<step>.pt`` (the run-folder format of every resumable
+    trainer, :mod:`drdpgan.runlog`; the newest one kept); a later call with the same ``state_dir``
+    resumes there (or from an older run's ``state_dir/train_state.pt``) and replays the epoch's batch
+    order, so it ends bit-identical to an uninterrupted run on the same machine and thread count
+    (tests/test_train_priors.py)."""
     old_threads = torch.get_num_threads()
     if getattr(tcfg, "num_threads", None):
         torch.set_num_threads(int(tcfg.num_threads))
@@ -249,7 +252,20 @@ def _fit(
         torch.set_num_threads(old_threads)
 
 
-_STATE_FILE = "train_state.pt"
+_LEGACY_STATE_FILE = "train_state.pt"  # the priors' single state file before the run-folder checkpoints
+
+
+def resumable_state(state_dir) -> Path | None:
+    """The priors' training state to resume from in ``state_dir``: its newest checkpoint, else an older run's
+    ``train_state.pt``, else None."""
+    if state_dir is None:
+        return None
+    legacy = Path(state_dir) / _LEGACY_STATE_FILE
+    return latest_checkpoint(state_dir) or (legacy if legacy.is_file() else None)
+
+
+def _named_modules(modules) -> dict[str, nn.Module]:
+    return {f"module{i}": m for i, m in enumerate(modules)}
 
 
 def _to_device(batch, dev: torch.device):
@@ -296,17 +312,18 @@ def _fit_inner(modules, loader, tcfg, step_fn_user, desc, progress, state_dir, g
     step, epoch, skip, t_before = 0, 0, 0, 0.0
     epoch_sums = [0.0, 0.0, 0]  # the current epoch's loss sum, accuracy sum and steps
     every = int(getattr(tcfg, "checkpoint_every", 0) or 0)
-    state_path = Path(state_dir) / _STATE_FILE if state_dir is not None else None
+    state_path = resumable_state(state_dir)
     shuffle_gen = loader.generator
-    if state_path is not None and state_path.is_file():
+    trained = {**_named_modules(modules), "opt": opt}  # what a checkpoint holds (runlog.states_of)
+    if state_path is not None:
         st = torch.load(state_path, map_location="cpu", weights_only=False)
+        if "modules" in st:  # a train_state.pt of an older run
+            st.update({f"module{i}": sd for i, sd in enumerate(st.pop("modules"))})
         volatile = {"epochs", "max_steps", "checkpoint_every", "num_threads", "device"}
         diff = sorted(k for k, v in asdict(tcfg).items() if k not in volatile and st["tcfg"].get(k) != v)
         if diff:
             raise ValueError(f"{state_path}: saved with a different training config ({diff}); use another folder")
-        for m, sd in zip(modules, st["modules"]):
-            m.load_state_dict(sd)
-        opt.load_state_dict(st["opt"])
+        load_states(st, trained)
         step, epoch, hist, t_before = st["step"], st["epoch"], st["hist"], st["time_s"]
         epoch_sums = list(st.get("epoch_sums", epoch_sums))  # older states: the epoch's summary restarts
         skip = step - epoch * steps_per_epoch
@@ -370,14 +387,16 @@ def _fit_inner(modules, loader, tcfg, step_fn_user, desc, progress, state_dir, g
         return {"loss": avg["loss"], "acc": avg["acc"]}
 
     def save_state(step: int) -> None:
-        atomic_torch_save({
-            "modules": [m.state_dict() for m in modules], "opt": opt.state_dict(), "step": step,
-            "epoch": epoch, "epoch_sums": list(epoch_sums), "hist": hist, "time_s": loop.seconds,
-            "tcfg": asdict(tcfg), "generators": {n: g.get_state() for n, g in generators.items()},
+        save_rotating({
+            **states_of(trained), "step": step, "epoch": epoch, "epoch_sums": list(epoch_sums), "hist": hist,
+            "time_s": loop.seconds, "tcfg": asdict(tcfg),
+            "generators": {n: g.get_state() for n, g in generators.items()},
             "torch_rng": torch.get_rng_state(), "epoch_shuffle_state": epoch_shuffle_state,
-        }, state_path)
+        }, state_dir, step, keep=1)
+        if (Path(state_dir) / _LEGACY_STATE_FILE).is_file():  # superseded by the checkpoint just written
+            (Path(state_dir) / _LEGACY_STATE_FILE).unlink()
 
-    loop.run(step_fn, [Every(every if state_path is not None and main else 0, save_state, final=False)])
+    loop.run(step_fn, [Every(every if state_dir is not None and main else 0, save_state, final=False)])
     if batches is not None:  # the last epoch, cut short by ``total`` or ended with its last batch
         end_epoch()
     for m in modules:

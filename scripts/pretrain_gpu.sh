@@ -84,7 +84,7 @@ for net in $NETWORKS; do
         for f in $(ls "$d/checkpoints"); do [ "$f" = "$latest" ] || excl+=(--exclude="$net/checkpoints/$f"); done
     fi
     # a finished prior needs only its network file; an unfinished one its training state
-    [ -f "$d/$net.pt" ] && excl+=(--exclude="$net/state/train_state.pt")
+    [ -f "$d/$net.pt" ] && excl+=(--exclude="$net/state")
     tar -C "artifacts/pretrain/$PROFILE" -cf - "${excl[@]}" "$net" | split -b 15M -d - "$OUT/$net.tar.part-"
 done
 tar -cf "$OUT/logs.tar" artifacts/logs

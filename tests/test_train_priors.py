@@ -42,8 +42,10 @@ def _state(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-@pytest.mark.parametrize("kind", ["identity", "prior3d"])
-def test_resume_is_bit_identical(tmp_path, monkeypatch, kind):
+@pytest.mark.parametrize("kind,legacy", [("identity", False), ("prior3d", False), ("identity", True)])
+def test_resume_is_bit_identical(tmp_path, monkeypatch, kind, legacy):
+    """``legacy``: the killed run's state rewritten as the single ``train_state.pt`` older runs left (modules as a
+    list); the resume reads it and, at its next save, replaces it with a run-folder checkpoint."""
     torch.set_num_threads(1)
     if kind == "identity":
         data = ColourWorld(per_class=12, size=32)
@@ -66,7 +68,15 @@ def test_resume_is_bit_identical(tmp_path, monkeypatch, kind):
     monkeypatch.setattr(training_loop, "tqdm", _killing_tqdm(10))
     with pytest.raises(_Killed):
         train(tmp_path / "resumed")
-    assert (tmp_path / "resumed" / "train_state.pt").is_file()
+    assert [p.name for p in (tmp_path / "resumed" / "checkpoints").glob("*.pt")] == (
+        ["ckpt_0000008.pt"] if kind == "identity" else ["ckpt_0000009.pt"])  # the newest state alone
+    if legacy:
+        ck_path = tmp_path / "resumed" / "checkpoints" / "ckpt_0000008.pt"
+        st = torch.load(ck_path, weights_only=False)
+        st["modules"] = [st.pop(k) for k in sorted(k for k in list(st) if k.startswith("module"))]
+        del st["epoch_sums"]  # older states did not keep the epoch's running sums
+        torch.save(st, tmp_path / "resumed" / "train_state.pt")
+        ck_path.unlink()
     resuming = _killing_tqdm(10**9)
     monkeypatch.setattr(training_loop, "tqdm", resuming)
     resumed, hist_res = train(tmp_path / "resumed")
@@ -78,7 +88,12 @@ def test_resume_is_bit_identical(tmp_path, monkeypatch, kind):
     assert hist_res["step_loss"] == hist_full["step_loss"]
     assert hist_res["steps"] == hist_full["steps"]
     summary = [[e[k] for k in ("epoch", "loss", "acc", "steps")] for e in hist_full["epochs"]]
-    assert [[e[k] for k in ("epoch", "loss", "acc", "steps")] for e in hist_res["epochs"]] == summary
+    resumed_summary = [[e[k] for k in ("epoch", "loss", "acc", "steps")] for e in hist_res["epochs"]]
+    if legacy:  # the resumed epoch's summary covers the steps since the resume
+        assert resumed_summary[0] == summary[0] and resumed_summary[1][3] < summary[1][3]
+        assert not (tmp_path / "resumed" / "train_state.pt").exists()
+    else:
+        assert resumed_summary == summary
 
 
 def test_resume_refuses_another_recipe(tmp_path, monkeypatch):
