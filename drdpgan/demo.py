@@ -10,7 +10,8 @@ that trains DR-DPGAN properly is 09.
 
 The rest are views of the model that the notebooks draw:
 
-* :func:`untrained_model`: the model before training, seeded (what :func:`short_training` starts from);
+* :func:`untrained_model` (from :mod:`drdpgan.stages`): the model before training, seeded (what
+  :func:`short_training` starts from);
 * :func:`render_ws`: a generator pass with given W+ codes and E_Ste fusion (Eq. 6-8), for level edits;
 * :func:`swap_level`: replace one level's codes (Eq. 5: coarse / middle / fine) and regenerate;
 * :func:`mask_maps`: E_Ste masks ``M_i`` (Eq. 6) averaged over channels, one map per resolution;
@@ -37,6 +38,7 @@ from .models.critic import SteganalysisCritic
 from .models.discriminator import StyleGAN2Discriminator
 from .models.drdpgan import DRDPGAN
 from .repro import ArtifactCache, atomic_torch_save
+from .stages import untrained_model  # noqa: F401  (the notebooks' name for it)
 
 __all__ = [
     "ShortTraining",
@@ -81,17 +83,6 @@ class ShortTraining:
         return self.dir / "losses.csv"
 
 
-def untrained_model(profile: str, seed: int = 0, progress: bool = True, **config_overrides) -> DRDPGAN:
-    """``stages.drdpgan_model(profile, **config_overrides)`` with its fresh components initialised
-    from ``seed`` (the caller's global RNG is left untouched); eval mode."""
-    from . import stages
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
-        model = stages.drdpgan_model(profile, progress=progress, **config_overrides)
-    return model.eval()
-
-
 def fresh_judges(model: DRDPGAN, cfg) -> tuple[StyleGAN2Discriminator, SteganalysisCritic]:
     """``C`` and the critic exactly as :func:`~drdpgan.train_drdpgan.train_drdpgan` initialises them
     for ``cfg`` (seeded by ``cfg.seed``), in train mode as the trainer uses them."""
@@ -114,27 +105,26 @@ def train_cached(
     """Train ``make_model()`` on ``get_dataset()`` with ``cfg`` once, cached as ``cache.get(name, key)``.
 
     The folder keeps the trainer's ``losses.csv`` / ``losses.png`` / ``final_metrics.json`` and the
-    weights (``model.pt``: the model's state dict; ``judges.pt``: C's and the critic's); the
-    trainer's resumable checkpoints (with optimiser states) are deleted. Whether it was just
-    trained or found in the cache, the returned model is the one **loaded from** ``model.pt``, so
-    both cases give identical weights.
+    weights (``model.pt``: the model in the one DR-DPGAN file format, :func:`~drdpgan.checkpoints.save_drdpgan`;
+    ``judges.pt``: C's and the critic's state dicts); the trainer's resumable checkpoints (with optimiser
+    states) are deleted. Whether it was just trained or found in the cache, the returned model is the one
+    **loaded from** ``model.pt`` (:func:`~drdpgan.checkpoints.load_model`), so both cases give identical weights.
     """
+    from .checkpoints import load_model, save_drdpgan
     from .runlog import latest_checkpoint
     from .train_drdpgan import train_drdpgan
 
     def build(d: Path) -> None:
         model = make_model()
-        train_drdpgan(model, get_dataset(), cfg, d, progress=progress)
+        result = train_drdpgan(model, get_dataset(), cfg, d, progress=progress)
         ck = torch.load(latest_checkpoint(d), map_location="cpu", weights_only=False)
-        atomic_torch_save(ck["model"], d / "model.pt")
+        save_drdpgan(d / "model.pt", model, metrics=result.get("final", {}))
         atomic_torch_save({"C": ck["C"], "critic": ck["critic"]}, d / "judges.pt")
         shutil.rmtree(d / "checkpoints", ignore_errors=True)
         (d / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
 
-    path = cache.get(name, key, build)
-    model = make_model()
-    model.load_state_dict(torch.load(path / "model.pt", map_location="cpu", weights_only=True))
-    model.eval()
+    path = cache.get(name, {**key, "model_file": "save_drdpgan"}, build)  # older folders hold a bare state dict
+    model, _ = load_model(path / "model.pt")
     C, critic = fresh_judges(model, cfg)
     judges = torch.load(path / "judges.pt", map_location="cpu", weights_only=True)
     C.load_state_dict(judges["C"])

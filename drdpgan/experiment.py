@@ -123,7 +123,7 @@ def trained_drdpgan(profile: str, progress: bool = True, params: Mapping[str, An
     """
     from . import stages
     from .checkpoints import load_model, save_drdpgan
-    from .demo import untrained_model
+    from .stages import untrained_model
     from .train_drdpgan import train_drdpgan
 
     p = dict(params) if params is not None else stages.notebook_params("09_training", profile)

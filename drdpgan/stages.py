@@ -471,3 +471,14 @@ def drdpgan_model(profile: str, progress: bool = True, **config_overrides):
     p3d, _ = prior3d(profile, progress)
     G, _ = stylegan2(profile, progress)
     return assemble(G, enc, p3d, **config_overrides)
+
+
+def untrained_model(profile: str, seed: int = 0, progress: bool = True, **config_overrides):
+    """:func:`drdpgan_model` with its fresh components initialised from ``seed`` (the caller's global RNG is
+    left untouched); eval mode. What every DR-DPGAN training of the pipeline starts from."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        model = drdpgan_model(profile, progress=progress, **config_overrides)
+    return model.eval()
