@@ -279,6 +279,55 @@ def _features(feature_fn: Callable[[torch.Tensor], torch.Tensor], images: torch.
                    batch_size=batch).numpy()
 
 
+def _gan_step(nets: Mapping[str, Any], reals: torch.Tensor, tcfg: TrainConfig, step: int, gamma: float,
+              z_gen: torch.Generator, rows: slice | None, augment: Callable, autocast: Callable
+              ) -> tuple[dict[str, float], float | None]:
+    """One StyleGAN2 update of ``nets`` (``G``, ``D``, ``opt_G``, ``opt_D``) on this process's ``reals``
+    (B', 3, R, R): G's non-saturating loss (Eq. 9), then D's logistic loss with the lazy R1 penalty every
+    ``r1_every`` steps. Returns the scalars averaged over processes and the R1 value (None on steps without)."""
+    G, D, opt_G, opt_D = nets["G"], nets["D"], nets["opt_G"], nets["opt_D"]
+    B = tcfg.batch_size  # the global batch; every draw is sharded to this process's rows
+
+    # -- G: non-saturating loss
+    _requires_grad(G, True)
+    _requires_grad(D, False)
+    ws = _gen_ws(G, B, z_gen, tcfg.style_mixing_prob, update_w_avg=True, rows=rows)
+    with autocast(), ddp.sharded_draws(B, rows):
+        fake_logits = D(augment(G.synthesis(ws, noise_mode="random", generator=z_gen)))
+    loss_G = adversarial_loss(fake_logits.float())  # non-saturating, DR-DPGAN Eq. 9
+    opt_G.zero_grad(set_to_none=True)
+    loss_G.backward()
+    ddp.average_gradients(G.parameters())
+    opt_G.step()
+
+    # -- D: logistic loss (+ lazy R1 on reals)
+    _requires_grad(G, False)
+    _requires_grad(D, True)
+    with torch.no_grad():
+        ws = _gen_ws(G, B, z_gen, tcfg.style_mixing_prob, update_w_avg=False, rows=rows)
+        with autocast(), ddp.sharded_draws(B, rows):
+            fake = G.synthesis(ws, noise_mode="random", generator=z_gen).float()
+    do_r1 = tcfg.r1_every > 0 and gamma > 0 and step % tcfg.r1_every == 0
+    reals_in = reals.detach().requires_grad_(do_r1)
+    with autocast(enabled=not do_r1), ddp.sharded_draws(B, rows):
+        real_logits = D(augment(reals_in)).float()
+        fake_logits = D(augment(fake)).float()
+    loss_D = discriminator_logistic_loss(real_logits, fake_logits)
+    total_D = loss_D
+    r1_val = None
+    if do_r1:
+        r1 = r1_penalty(real_logits, reals_in).mean()
+        total_D = total_D + r1 * (gamma / 2) * tcfg.r1_every
+        r1_val = ddp.average_scalars({"r1": float(r1.detach())})["r1"]
+    opt_D.zero_grad(set_to_none=True)
+    total_D.backward()
+    ddp.average_gradients(D.parameters())
+    opt_D.step()
+    return ddp.average_scalars({"loss_G": float(loss_G.detach()), "loss_D": float(loss_D.detach()),
+                                "D_real": float(real_logits.detach().mean()),
+                                "D_fake": float(fake_logits.detach().mean())}), r1_val
+
+
 def train_stylegan2(
     dataset: Dataset,
     gcfg: StyleGAN2Config,
@@ -422,54 +471,16 @@ def train_stylegan2(
 
     def step_fn(step: int) -> dict[str, float]:
         nonlocal cur_nimg, r1_val
-        B = tcfg.batch_size
         reals = next(batches)  # (B, 3, R, R), the global batch
-        reals = (reals if rows is None else reals[rows]).to(dev)  # this process's rows of it
-
-        # -- G: non-saturating loss
-        _requires_grad(G, True)
-        _requires_grad(D, False)
-        ws = _gen_ws(G, B, z_gen, tcfg.style_mixing_prob, update_w_avg=True, rows=rows)
-        with autocast(), ddp.sharded_draws(B, rows):
-            fake_logits = D(augment(G.synthesis(ws, noise_mode="random", generator=z_gen)))
-        loss_G = adversarial_loss(fake_logits.float())  # non-saturating, DR-DPGAN Eq. 9
-        opt_G.zero_grad(set_to_none=True)
-        loss_G.backward()
-        ddp.average_gradients(G.parameters())
-        opt_G.step()
-
-        # -- D: logistic loss (+ lazy R1 on reals)
-        _requires_grad(G, False)
-        _requires_grad(D, True)
-        with torch.no_grad():
-            ws = _gen_ws(G, B, z_gen, tcfg.style_mixing_prob, update_w_avg=False, rows=rows)
-            with autocast(), ddp.sharded_draws(B, rows):
-                fake = G.synthesis(ws, noise_mode="random", generator=z_gen).float()
-        do_r1 = tcfg.r1_every > 0 and gamma > 0 and step % tcfg.r1_every == 0
-        reals_in = reals.detach().requires_grad_(do_r1)
-        with autocast(enabled=not do_r1), ddp.sharded_draws(B, rows):
-            real_logits = D(augment(reals_in)).float()
-            fake_logits = D(augment(fake)).float()
-        loss_D = discriminator_logistic_loss(real_logits, fake_logits)
-        total_D = loss_D
-        if do_r1:
-            r1 = r1_penalty(real_logits, reals_in).mean()
-            total_D = total_D + r1 * (gamma / 2) * tcfg.r1_every
-            r1_val = ddp.average_scalars({"r1": float(r1.detach())})["r1"]
-        opt_D.zero_grad(set_to_none=True)
-        total_D.backward()
-        ddp.average_gradients(D.parameters())
-        opt_D.step()
-
-        # -- EMA
-        cur_nimg += B
+        scalars, r1 = _gan_step(trained, (reals if rows is None else reals[rows]).to(dev), tcfg, step, gamma, z_gen,
+                                rows, augment, autocast)
+        r1_val = r1_val if r1 is None else r1
+        cur_nimg += tcfg.batch_size
         ema_nimg = tcfg.ema_kimg * 1000
         if tcfg.ema_rampup is not None:
             ema_nimg = min(ema_nimg, cur_nimg * tcfg.ema_rampup)
-        _ema_update(G_ema, G, 0.5 ** (B / max(ema_nimg, 1e-8)))
-        return ddp.average_scalars({"loss_G": float(loss_G.detach()), "loss_D": float(loss_D.detach()),
-                                    "D_real": float(real_logits.detach().mean()),
-                                    "D_fake": float(fake_logits.detach().mean())})
+        _ema_update(G_ema, G, 0.5 ** (tcfg.batch_size / max(ema_nimg, 1e-8)))
+        return scalars
 
     def log_row(step: int) -> None:
         _, sec_per_step = loop.take_interval()
