@@ -176,6 +176,10 @@ class DRDPGANTrainConfig(DictConfig):
         hiding warm-up (:func:`joint_lr_factor`); 0, none (the paper). Adam's second moments hold the warm-up's
         small gradients when the joint losses arrive, so its first joint steps are many times lr: in cpu run 8 the
         anonymization L1 went from 0.066 to 1.06 in 20 steps, with or without each of Eq. 9, 10 and 11.
+    lr_decay_from / lr_decay_steps / lr_decay_final: the generator side's learning rates follow a half cosine from
+        1 at step ``lr_decay_from`` down to ``lr_decay_final`` at ``lr_decay_from + lr_decay_steps``, and stay there
+        (:func:`joint_lr_factor`); ``lr_decay_from`` None, a constant rate (the paper). Its own length, not
+        ``steps``, so extending a run does not move the schedule.
     recover_detached: the recovery pass reads a detached ``x_anon`` (G2Face's teacher forcing): Eq. 12 and the
         recovery L1 train the recovery path only, not the anonymizer; False (the paper's joint objective), their
         gradients also reach the anonymized image.
@@ -242,6 +246,9 @@ class DRDPGANTrainConfig(DictConfig):
     hiding_warmup_w_anon_pixel: float | None = None
     recover_detached: bool = False
     joint_lr_ramp_steps: int = 0
+    lr_decay_from: int | None = None
+    lr_decay_steps: int = 0
+    lr_decay_final: float = 0.1
     w_hide_footprint: float = 0.0
     w_attr: float = 0.0
     w_anon_background: float = 0.0
@@ -364,12 +371,16 @@ def _autocast(cfg: DRDPGANTrainConfig, x: torch.Tensor, enabled: bool = True):
 
 
 def joint_lr_factor(cfg: DRDPGANTrainConfig, step: int) -> float:
-    """The generator side's learning-rate factor at ``step``: 1, except ``(k + 1) / joint_lr_ramp_steps`` at the
-    ``k``-th step after the hiding warm-up while ``k < joint_lr_ramp_steps``."""
+    """The generator side's learning-rate factor at ``step``: the ramp, ``(k + 1) / joint_lr_ramp_steps`` at the
+    ``k``-th step after the hiding warm-up while ``k < joint_lr_ramp_steps`` (else 1), times the decay, a half
+    cosine from 1 at ``lr_decay_from`` to ``lr_decay_final`` over ``lr_decay_steps`` steps (1 before it or when
+    ``lr_decay_from`` is None)."""
     k = step - cfg.hiding_warmup_steps
-    if cfg.joint_lr_ramp_steps <= 0 or k < 0:
-        return 1.0
-    return min(1.0, (k + 1) / cfg.joint_lr_ramp_steps)
+    ramp = 1.0 if cfg.joint_lr_ramp_steps <= 0 or k < 0 else min(1.0, (k + 1) / cfg.joint_lr_ramp_steps)
+    if cfg.lr_decay_from is None or step < cfg.lr_decay_from:
+        return ramp
+    t = min(1.0, (step - cfg.lr_decay_from) / max(cfg.lr_decay_steps, 1))
+    return ramp * (cfg.lr_decay_final + (1.0 - cfg.lr_decay_final) * 0.5 * (1.0 + math.cos(math.pi * t)))
 
 
 def _params(opt: torch.optim.Optimizer) -> list[torch.Tensor]:

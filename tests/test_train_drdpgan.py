@@ -268,6 +268,20 @@ def test_joint_lr_ramp_scales_the_generator_side_after_the_warmup_only(tmp_path,
     assert ramped.tolist()[2:] != pytest.approx(pd.read_csv(tmp_path / "c" / "losses.csv")["loss_G"].tolist()[2:])
 
 
+def test_lr_decay_is_a_half_cosine_on_its_own_length_after_the_ramp():
+    """lr_decay_*: factor 1 before lr_decay_from, then a half cosine to lr_decay_final over lr_decay_steps, then flat;
+    it multiplies the ramp; off by default."""
+    from drdpgan.train_drdpgan import joint_lr_factor
+
+    cfg = tiny_cfg(lr_decay_from=4, lr_decay_steps=4, lr_decay_final=0.2)
+    assert [joint_lr_factor(cfg, s) for s in range(10)] == pytest.approx(
+        [1, 1, 1, 1, 1.0, 0.2 + 0.8 * (1 + 2 ** -0.5) / 2, 0.6, 0.2 + 0.8 * (1 - 2 ** -0.5) / 2, 0.2, 0.2])
+    both = tiny_cfg(hiding_warmup_steps=0, joint_lr_ramp_steps=4, lr_decay_from=2, lr_decay_steps=2,
+                    lr_decay_final=0.5)
+    assert [joint_lr_factor(both, s) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 0.75])
+    assert all(joint_lr_factor(tiny_cfg(), s) == 1.0 for s in range(0, 10**6, 10**5))
+
+
 def _objective_without_and_with(**weights):
     """One tiny model's generator objective on one batch, with the default weights and with ``weights``:
     ``(model, judges, x, off, on, cfg)``; the same dropout draws for both (the global RNG reseeded)."""
