@@ -326,14 +326,25 @@ def _anonymize_sealed(model, x: torch.Tensor, gen, rng=None, seed: int | None = 
     return as_saved_image(a["images"]), a["carrier"], code, a["f_id"]
 
 
+def first_phase(phases, done: int) -> int:
+    """The phase a run whose latest checkpoint is at step ``done`` goes on with: the first that ends after it (the
+    last when every phase has ended, which then only finishes)."""
+    return next(k for k, p in enumerate(phases) if p.steps > done or k == len(phases) - 1)
+
+
 def pretrain_drdpgan(profile: str, steps: int | None = None, progress: bool = True) -> dict[str, Any]:
     """Train (or resume) the profile's DR-DPGAN with its recipe; at the end measure it
-    (:func:`measure_drdpgan`) and save ``<work>/drdpgan.pt`` (:func:`drdpgan.checkpoints.save_drdpgan`)."""
+    (:func:`measure_drdpgan`) and save ``<work>/drdpgan.pt`` (:func:`drdpgan.checkpoints.save_drdpgan`).
+
+    A recipe's ``earlier_phases`` (training configs, each ``steps`` its last step) run first, in order, and ``train``
+    goes on from the last one's final checkpoint (:func:`~drdpgan.train_drdpgan.train_drdpgan`'s ``earlier``);
+    ``steps`` overrides the last phase's length."""
     from dataclasses import replace
 
     from . import distributed as ddp
     from .checkpoints import save_drdpgan
     from .repro import atomic_write_json
+    from .runlog import latest_checkpoint
     from .train_drdpgan import train_drdpgan
 
     if profile not in DRDPGAN_RECIPES:
@@ -353,8 +364,14 @@ def pretrain_drdpgan(profile: str, steps: int | None = None, progress: bool = Tr
                                     "mapper_stage": mapper, "world_size": ddp.world_size()})
     probe = _sample(heldout, 64)
     t0 = time.time()
-    result = train_drdpgan(model, train, tcfg, out, progress=progress,
-                           evaluate=lambda m: quick_metrics(m, probe))
+    phases = [*r.get("earlier_phases", ()), tcfg]
+    ck = latest_checkpoint(out)
+    done = int(torch.load(ck, map_location="cpu", weights_only=False)["step"]) if ck is not None else 0
+    for k in range(first_phase(phases, done), len(phases)):  # each phase goes on from the checkpoint the one before it ended with
+        result = train_drdpgan(model, train, phases[k], out, progress=progress,
+                               evaluate=lambda m: quick_metrics(m, probe), earlier=phases[:k])
+        if result["stopped_early"]:
+            break
     if result["stopped_early"] or not main:
         return result
     model.cpu()  # measured and saved on the CPU, wherever it trained

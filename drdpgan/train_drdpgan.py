@@ -107,7 +107,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -452,6 +452,7 @@ def train_drdpgan(
     progress: bool = True,
     discriminator: StyleGAN2Discriminator | None = None,
     evaluate: Callable[[DRDPGAN], Mapping[str, float]] | None = None,
+    earlier: Sequence[DRDPGANTrainConfig] = (),
 ) -> dict[str, Any]:
     """Train ``model`` in place on ``dataset`` (items ``{"image": (3,R,R) in [-1,1], "identity", "index"}``).
 
@@ -467,6 +468,10 @@ def train_drdpgan(
     critic is always fresh. Resumes from the latest checkpoint in ``out_dir/checkpoints``
     (``ValueError`` naming the file if the configs or the frozen networks differ, apart from
     ``DRDPGANTrainConfig.VOLATILE`` fields). Leaves ``model`` in eval mode.
+
+    ``earlier``: the configs of the phases of a recipe before this one (each with ``steps`` its last step). A
+    checkpoint saved under one of them at its last step starts this phase: the networks, optimisers and data order
+    go on from there under ``cfg``.
 
     Returns ``{"step", "steps", "stopped_early", "sec_per_step", "steps_per_sec", "out_dir",
     "last": {term: value at the last step}, "final": {term: average over the last log interval}}``.
@@ -500,10 +505,17 @@ def train_drdpgan(
     if ck_path is not None:
         ck = torch.load(ck_path, map_location=dev, weights_only=False)
         diff = _config_diff(ck["configs"], configs)
-        if diff:
+        phase = next((p for p in earlier if int(ck["step"]) == p.steps
+                      and not _config_diff(ck["configs"], _configs(model, C, p))), None)
+        if diff and phase is None:
             raise ValueError(f"cannot resume from {ck_path}: the configuration differs in {diff}; "
                              f"use a new out_dir or the original configuration")
+        configured = [[{k: v for k, v in g.items() if k != "params"} for g in o.param_groups] for o in opts]
         load_states(ck, trained)
+        for o, groups in zip(opts, configured):  # this call's rates and betas, not the checkpoint's (a new phase)
+            for g, c in zip(o.param_groups, groups):
+                g.pop("base_lr", None)
+                g.update(c)
         step, sums = int(ck["step"]), ck.get("log_acc", {})
         if main:
             rewrite_csv_upto(out / "losses.csv", step)

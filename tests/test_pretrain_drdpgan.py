@@ -158,3 +158,16 @@ def test_password_map_upsample_bilinear_smooths_the_plane_between_cells():
     assert len(torch.unique(a[0, 0])) == 2 and len(torch.unique(b[0, 0])) > 2  # steps against a ramp
     with pytest.raises(ValueError, match="map_upsample"):
         AdaptiveMaskFusion(4, 8, map_channels=2, map_upsample="cubic")
+
+
+def test_a_run_goes_on_with_the_first_phase_that_ends_after_its_latest_checkpoint():
+    from types import SimpleNamespace
+
+    from drdpgan.pretrain_drdpgan import DRDPGAN_RECIPES, first_phase
+
+    phases = [SimpleNamespace(steps=s) for s in (100, 300, 1000)]
+    assert [first_phase(phases, d) for d in (0, 99, 100, 299, 300, 999, 1000, 5000)] == [0, 0, 1, 1, 2, 2, 2, 2]
+    for name, r in DRDPGAN_RECIPES.items():  # each recipe's phases end in order, each keeps the data order's seed
+        ends = [p.steps for p in (*r.get("earlier_phases", ()), r["train"])]
+        assert ends == sorted(set(ends)), name
+        assert len({p.seed for p in (*r.get("earlier_phases", ()), r["train"])}) == 1, name

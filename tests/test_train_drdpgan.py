@@ -19,6 +19,7 @@ from drdpgan.train_drdpgan import (
     recover_teacher_forced,
     train_drdpgan,
 )
+import drdpgan.train_drdpgan as tdr
 from drdpgan.runlog import latest_checkpoint
 from toys import RES, ToyCircles, tiny_model
 
@@ -153,6 +154,33 @@ def test_changed_config_on_resume_is_refused(tmp_path, data):
     # steps / logging intervals may change
     res = train_drdpgan(tiny_model(), data, tiny_cfg(steps=3, log_every=2), tmp_path, progress=False)
     assert res["step"] == 3
+
+
+def test_a_later_phase_starts_from_the_earlier_phases_last_checkpoint_under_its_own_rates(tmp_path, data,
+                                                                                         monkeypatch):
+    """earlier=: a checkpoint saved under an earlier phase at that phase's last step starts this phase, whose learning
+    rates (not the checkpoint's) then apply; one mid-phase, or of a phase not named, is refused."""
+    first = tiny_cfg(steps=2, r1_every=0)
+    second = dataclasses.replace(first, steps=4, lr_C=5e-3, lr_other=2e-3, w_attr=0.5)
+    train_drdpgan(tiny_model(), data, dataclasses.replace(first, stop_after=1), tmp_path / "mid", progress=False)
+    with pytest.raises(ValueError, match=r"ckpt_0000001\.pt.*differs"):  # phase one is not over at step 1
+        train_drdpgan(tiny_model(), data, second, tmp_path / "mid", progress=False, earlier=[first])
+    train_drdpgan(tiny_model(), data, first, tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match="differs"):  # without the earlier phase named
+        train_drdpgan(tiny_model(), data, second, tmp_path / "run", progress=False)
+    seen = {}
+    real_step = tdr._train_step
+
+    def spy(model, C, critic, opts, *args, **kwargs):
+        seen.setdefault("lrs", ([g["lr"] for g in opts[0].param_groups], opts[1].param_groups[0]["lr"]))
+        return real_step(model, C, critic, opts, *args, **kwargs)
+
+    monkeypatch.setattr(tdr, "_train_step", spy)
+    res = train_drdpgan(tiny_model(), data, second, tmp_path / "run", progress=False, earlier=[first])
+    assert res["step"] == 4 and not res["stopped_early"]
+    lr_groups, lr_C = seen["lrs"]
+    assert sorted(set(lr_groups)) == [1e-4, 2e-3] and lr_C == 5e-3  # this phase's rates (C has no lazy R1 here)
+    assert torch.load(latest_checkpoint(tmp_path / "run"), weights_only=False)["configs"]["train"]["w_attr"] == 0.5
 
 
 def test_keyed_model_trains_on_random_carriers_under_bf16(tmp_path, data):
