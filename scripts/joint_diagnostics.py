@@ -5,7 +5,7 @@
 Builds the cpu recipe's model, loads the code stage (``code.pt``) and E_MLP's inversion (``mapper_init.pt``) of a
 pretraining run folder (default: ``artifacts/pretrain/cpu/drdpgan``; the README's table used run 8's,
 ``drdpgan-run8-mapperinit``, with the recipe of its commit), and trains
-``STEPS`` steps of the recipe (its warm-up first, which is deterministic) with ``JSON`` overriding
+``STEPS`` steps of the recipe's first, constant-rate phase (its warm-up first, which is deterministic) with ``JSON`` overriding
 :class:`~drdpgan.train_drdpgan.DRDPGANTrainConfig` fields (``"weights": {"adv": 0}`` sets Eq. 16 weights;
 ``"mapper": false`` keeps the untrained mapper; ``"model_cfg": {"fusion_mask_bias": -2}`` overrides the recipe's
 :class:`~drdpgan.models.drdpgan.DRDPGANConfig` fields; ``"fake_cfg": {"bank_pick": "uniform"}`` sets
@@ -66,7 +66,8 @@ m.binary_code.load_state_dict(st["mapping"]); m.decoder.load_state_dict(st["deco
 if ovr.pop("mapper", True):  # the run's E_MLP stage (and fake identity bank), loaded as the pretraining loads it
     _mapper_stage(m, "cpu", Path(run), False)
 train, held = _faces("cpu", False)
-cfg = replace(DRDPGAN_RECIPES["cpu"]["train"], steps=steps, eval_every=0, checkpoint_every=10**6, weights=LossWeights(**w), **ovr)
+base = (*DRDPGAN_RECIPES["cpu"].get("earlier_phases", ()), DRDPGAN_RECIPES["cpu"]["train"])[0]  # constant rates
+cfg = replace(base, steps=steps, eval_every=0, checkpoint_every=10**6, weights=LossWeights(**w), **ovr)
 t = time.time()
 out = work_dir("cpu", "diagnostics") / name
 if os.environ.get("FROM_CKPT"):  # continue that checkpoint under this config
