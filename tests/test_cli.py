@@ -90,3 +90,44 @@ def test_detection_reports_a_photo_without_a_face(tmp_path, checkpoint, capsys):
     assert rc == 1
     written = sorted(p.name for p in (tmp_path / "o").glob("*.png")) if (tmp_path / "o").exists() else []
     assert written == [f"{p.stem}_anon.png" for p in real]  # a real LFW face (when the data is here) is aligned
+
+
+def test_the_cli_and_the_pretraining_command_run_from_a_copy_of_the_package_without_notebooks(tmp_path, checkpoint):
+    """The package alone (no notebooks/, no profiles' notebooks, Papermill and nbformat unimportable) anonymizes and
+    recovers with the CLI and answers the pretraining command."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    root = tmp_path / "copy"
+    shutil.copytree(Path(cli.__file__).parent, root / "drdpgan", ignore=shutil.ignore_patterns("__pycache__"))
+    assert not (root / "notebooks").exists()
+    src = tmp_path / "in"
+    src.mkdir()
+    _face(src / "a.png", 0)
+    guard = ("import builtins, runpy, sys\n"
+             "real = builtins.__import__\n"
+             "def guard(name, *a, **k):\n"
+             "    if name.split('.')[0] in ('papermill', 'nbformat'):\n"
+             "        raise ImportError(name + ' must not be needed')\n"
+             "    return real(name, *a, **k)\n"
+             "builtins.__import__ = guard\n"
+             "module, sys.argv = sys.argv[1], sys.argv[1:]\n"
+             "import drdpgan\n"
+             "assert drdpgan.__file__.startswith(sys.path[0]), drdpgan.__file__\n"
+             "runpy.run_module(module, run_name='__main__', alter_sys=True)\n")
+    env = {"DRDPGAN_ROOT": str(root), "PYTHONPATH": str(root), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-c", guard, *args], capture_output=True, text=True, cwd=root,
+                              env=env)
+
+    for cmd in (["drdpgan", "anonymize", str(src), str(tmp_path / "anon"), "--checkpoint", str(checkpoint),
+                 "--aligned"],
+                ["drdpgan", "recover", str(tmp_path / "anon"), str(tmp_path / "rec"), "--checkpoint", str(checkpoint)]):
+        out = run(*cmd)
+        assert out.returncode == 0, out.stderr[-2000:]
+    assert (tmp_path / "rec" / "a_anon_rec.png").is_file()
+    out = run("drdpgan.pretrain", "status", "--profile", "cpu")
+    assert out.returncode == 0 and json.loads(out.stdout) == {}, out.stderr[-2000:]
