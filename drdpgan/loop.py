@@ -28,7 +28,22 @@ from typing import Any, Callable, Iterable, Mapping
 
 from tqdm.auto import tqdm
 
-__all__ = ["Every", "StepLoop"]
+__all__ = ["Every", "StepLoop", "step_schedule"]
+
+
+def step_schedule(opt, factor: Callable[[int], float], step: int, base_lrs: Iterable[float] | None = None):
+    """A ``torch.optim.lr_scheduler.LambdaLR`` giving each group of ``opt`` its base rate times ``factor(s)`` at step
+    ``s``, positioned at ``step`` (the rate of the next update); call its ``step()`` after each update.
+
+    ``base_lrs``: the configured rate of each group (default: the groups' current ``lr``, right for a fresh
+    optimiser; a resumed one holds the checkpoint's last scheduled rate). The factor follows from the step alone, so
+    a resumed run builds its schedule afresh at its step and no scheduler state needs saving."""
+    from torch.optim.lr_scheduler import LambdaLR
+
+    bases = [g["lr"] for g in opt.param_groups] if base_lrs is None else list(base_lrs)
+    for g, base in zip(opt.param_groups, bases, strict=True):
+        g["initial_lr"] = base
+    return LambdaLR(opt, factor, last_epoch=step - 1)
 
 
 @dataclass

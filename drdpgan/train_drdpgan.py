@@ -114,7 +114,7 @@ import torch
 from torch import nn
 
 from . import distributed as ddp
-from .loop import Every, StepLoop
+from .loop import Every, StepLoop, step_schedule
 from .losses import LossWeights
 from .models.critic import CriticConfig, SteganalysisCritic
 from .models.discriminator import StyleGAN2Discriminator
@@ -405,10 +405,7 @@ def _train_step(model: DRDPGAN, C: nn.Module, critic: nn.Module, opts, x: torch.
     ddp.average_gradients(_params(opt_G))
     if cfg.grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(_params(opt_G), cfg.grad_clip)
-    factor = joint_lr_factor(cfg, step)
-    for g in opt_G.param_groups:  # stateless: the factor follows from the step, so a resumed run gets the same
-        g["lr"] = g.setdefault("base_lr", g["lr"]) * factor
-    opt_G.step()
+    opt_G.step()  # at the rate train_drdpgan's schedule set for this step (joint_lr_factor)
     out = {"loss_G": o["loss_G"], **o["terms"], **diagnostics(o)}
 
     # ---------------- judges (on this step's images, detached; not during the hiding warm-up)
@@ -514,7 +511,7 @@ def train_drdpgan(
         load_states(ck, trained)
         for o, groups in zip(opts, configured):  # this call's rates and betas, not the checkpoint's (a new phase)
             for g, c in zip(o.param_groups, groups):
-                g.pop("base_lr", None)
+                g.pop("base_lr", None)  # older checkpoints' record of the configured rate
                 g.update(c)
         step, sums = int(ck["step"]), ck.get("log_acc", {})
         if main:
@@ -558,11 +555,15 @@ def train_drdpgan(
 
     sampler = iter(EpochSampler(len(dataset), cfg.seed, start=step * cfg.batch_size))
 
+    schedule = step_schedule(opt_G, lambda s: joint_lr_factor(cfg, s), step)  # the judges keep their rates
+
     def step_fn(step: int) -> dict[str, float]:
         idx = [next(sampler) for _ in range(cfg.batch_size)]  # the global batch
         idx = idx if rows is None else idx[rows]
         x = torch.stack([dataset[i]["image"] for i in idx]).float().to(dev)  # (B, 3, R, R)
-        return ddp.average_scalars(_train_step(model, C, critic, opts, x, cfg, step, sigma, gamma, rows))
+        scalars = ddp.average_scalars(_train_step(model, C, critic, opts, x, cfg, step, sigma, gamma, rows))
+        schedule.step()
+        return scalars
 
     def stop(step: int) -> str | None:
         if cfg.stop_after is not None and loop.steps_run >= cfg.stop_after:

@@ -56,7 +56,7 @@ from .models.prior3d import (
 )
 from . import distributed as ddp
 from .checkpoints import save_checkpoint
-from .loop import Every, StepLoop
+from .loop import Every, StepLoop, step_schedule
 from .runlog import latest_checkpoint, load_states, save_rotating, states_of
 from .distributed import draw_rows
 from .repro import atomic_write_json, make_generator, seed_everything
@@ -358,11 +358,11 @@ def _fit_inner(modules, loader, tcfg, step_fn_user, desc, progress, state_dir, g
             batches = None
             end_epoch()
 
+    schedule = step_schedule(opt, lambda s: _lr_factor(s, total, tcfg), step, [tcfg.lr] * len(opt.param_groups))
+
     def step_fn(step: int) -> dict[str, float]:
         batch = next_batch()
-        lr = tcfg.lr * _lr_factor(step, total, tcfg)
-        for g in opt.param_groups:
-            g["lr"] = lr
+        lr = opt.param_groups[0]["lr"]
         rows, n = None, _batch_len(batch)
         if ddp.world_size() > 1:
             rows = ddp.shard_rows(n)
@@ -375,6 +375,7 @@ def _fit_inner(modules, loader, tcfg, step_fn_user, desc, progress, state_dir, g
         if tcfg.grad_clip:
             nn.utils.clip_grad_norm_(params, tcfg.grad_clip)
         opt.step()
+        schedule.step()
         avg = ddp.average_scalars({"loss": float(loss.detach()), "acc": float("nan") if acc is None else float(acc)})
         hist["step_loss"].append(avg["loss"])
         hist["lr"].append(lr)

@@ -46,3 +46,28 @@ def test_stop_ends_after_the_hooks_of_its_step_and_gives_the_reason():
     assert reason == "budget" == loop.stopped and loop.step == 4 and seen == [1, 2, 3, 4]
     loop, calls, reason = _run(4, [], stop=lambda s: "not asked at the last step" if s == 4 else None)
     assert reason is None and loop.step == 4
+
+
+def test_step_schedule_sets_each_groups_base_rate_times_the_factor_from_any_step():
+    import torch
+
+    from drdpgan.loop import step_schedule
+
+    def fresh():
+        w = torch.nn.Parameter(torch.zeros(1))
+        return torch.optim.Adam([{"params": [w], "lr": 1.0}, {"params": [torch.nn.Parameter(torch.zeros(1))],
+                                                              "lr": 0.1}])
+
+    factor = lambda s: 1.0 / (s + 1)  # noqa: E731
+    opt = fresh()
+    sched, seen = step_schedule(opt, factor, 0), []
+    for _ in range(4):
+        seen.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    assert seen == [[1.0 / (s + 1), 0.1 / (s + 1)] for s in range(4)]
+    resumed = fresh()
+    for g in resumed.param_groups:
+        g["lr"] = 123.0  # a checkpoint's last scheduled rate
+    step_schedule(resumed, factor, 2, base_lrs=[1.0, 0.1])
+    assert [g["lr"] for g in resumed.param_groups] == seen[2]
