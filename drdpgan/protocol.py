@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from .data.datasets import uint8_to_float
 from .experiment import trained_drdpgan
 from .notebook_params import derived_seed
 from .repro import atomic_torch_save, atomic_write_json, make_generator
@@ -348,7 +349,7 @@ class TensorFaceDataset(Dataset):
     def __init__(self, images, labels, n_identities: int | None = None):
         x = torch.as_tensor(images)
         if x.dtype == torch.uint8:
-            x = x.float() / 127.5 - 1.0
+            x = uint8_to_float(x)
         self.images = x.float()
         self.labels = np.asarray(torch.as_tensor(labels).cpu().numpy(), dtype=np.int64).ravel()
         if len(self.labels) != len(self.images):

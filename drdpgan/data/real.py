@@ -21,6 +21,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from .datasets import uint8_to_float
+
 UNKNOWN_IDENTITY = "-1"
 REQUIRED_COLUMNS = ("path", "identity", "split")
 
@@ -169,7 +171,7 @@ class ManifestFaceDataset(Dataset):
         if not 0 <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} items")
         a = self.image_uint8(i)
-        img = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+        img = uint8_to_float(torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1))
         return {"image": img, "identity": torch.tensor(int(self.labels[i]), dtype=torch.int64), "index": i}
 
     def __repr__(self) -> str:
