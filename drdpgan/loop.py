@@ -12,7 +12,10 @@ The loop owns what used to be copied into each trainer:
   stores, so a resumed run logs the rows an uninterrupted one would;
 - the progress bar;
 - the hooks in the order given, after each step;
-- stopping early (``stop(step) -> bool``, checked after the hooks), with the reason returned.
+- stopping early (``stop(step) -> reason or None``, checked after the hooks), with the reason returned.
+
+:func:`step_schedule` gives a trainer its learning-rate schedule as a ``torch.optim.lr_scheduler.LambdaLR`` of a
+closed-form factor, rebuilt at the step a resumed run starts from.
 
 What a checkpoint holds and where the batches come from stay with each trainer (:mod:`drdpgan.runlog` has the
 run folder: rotating checkpoints, CSV logs, the resumable sampler). The loop draws no random numbers, so a

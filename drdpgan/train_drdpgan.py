@@ -573,7 +573,7 @@ def train_drdpgan(
         return None
 
     final: dict[str, float] = {}
-    start_step, t0 = step, time.perf_counter()
+    t0 = time.perf_counter()
     _set_train_mode(model, cfg)
     C.train()
     critic.train()
@@ -590,8 +590,7 @@ def train_drdpgan(
         model.eval()
     step, last = loop.step, loop.last
 
-    elapsed = time.perf_counter() - t0
-    n_run = step - start_step
+    elapsed, n_run = time.perf_counter() - t0, loop.steps_run
     result: dict[str, Any] = {"step": step, "steps": cfg.steps, "stopped_early": stopped,
                               "sec_per_step": elapsed / n_run if n_run else float("nan"),
                               "steps_per_sec": n_run / elapsed if n_run and elapsed > 0 else float("nan"),
