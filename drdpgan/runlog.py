@@ -39,7 +39,8 @@ class DictConfig:
         names = {f.name for f in fields(cls)}
         return config_from_dict(cls, {k: v for k, v in d.items() if k in names})
 
-__all__ = ["EpochSampler", "checkpoint_dir", "latest_checkpoint", "save_rotating", "rewrite_csv_upto", "CSVLog",
+__all__ = ["EpochSampler", "checkpoint_dir", "checkpoint_step", "latest_checkpoint", "save_rotating", "rewrite_csv_upto",
+           "CSVLog",
            "DictConfig"]
 
 
@@ -78,6 +79,11 @@ def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
         return None
     cks = sorted(d.glob("ckpt_*.pt"))
     return cks[-1] if cks else None
+
+
+def checkpoint_step(path: str | os.PathLike) -> int:
+    """The step in a checkpoint's name (``ckpt_0001200.pt`` -> 1200), without loading it."""
+    return int(Path(path).stem.split("_")[-1])
 
 
 def save_rotating(state: Mapping[str, Any], out_dir: str | os.PathLike, step: int, keep: int) -> Path:

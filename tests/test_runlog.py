@@ -24,3 +24,11 @@ def test_csvlog_writes_the_given_header_to_a_new_file_and_leaves_missing_keys_em
     CSVLog(path, ["step", "x", "y"]).write({"step": 1, "y": 4.0})
     df = pd.read_csv(path)
     assert list(df.columns) == ["step", "x", "y"] and df["x"].isna().all() and df["y"].tolist() == [4.0]
+
+
+def test_checkpoint_step_reads_the_step_from_the_name_of_what_save_rotating_writes(tmp_path):
+    from drdpgan.runlog import checkpoint_step, latest_checkpoint, save_rotating
+
+    for step in (100, 1200):
+        save_rotating({"step": step}, tmp_path, step, keep=2)
+    assert checkpoint_step(latest_checkpoint(tmp_path)) == 1200
