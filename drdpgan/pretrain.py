@@ -54,13 +54,17 @@ def _stylegan2_recipes() -> dict[str, Any]:
     cpu = TrainConfig(steps=12000, batch_size=16, lr=0.001, ema_kimg=10.0, ema_rampup=0.05, seed=0,
                       log_every=10, sample_every=250, checkpoint_every=100, keep_checkpoints=2,
                       metric_every=500, metric_num=512, precision="bf16")
-    # lfw: real faces (6,193 training crops) from the cpu generator (its latest pretraining checkpoint,
-    # G, G_ema and D) with DiffAugment, the known way to train a GAN on a few thousand images
-    lfw = replace(cpu, steps=6000, diffaugment="color,translation,cutout")
+    # lfw: real faces (6,193 training crops) from the cpu generator with DiffAugment, the known way to train a GAN on
+    # a few thousand images. The cpu generator is the shipped one (what a fresh clone has; its pretraining folder,
+    # with the discriminator, is not kept), so a fresh D first trains alone against it for 500 steps: a D at chance
+    # would steer the generator at random while it catches up (scripts/discriminator_probe.py: against the synthetic
+    # world's faces a fresh D still sat at logistic loss 1.26-1.46 after 550 steps); 6,000 steps of both after that
+    lfw = replace(cpu, steps=6500, diffaugment="color,translation,cutout", d_warmup_steps=500)
     return {"cpu": cpu, "lfw": lfw}
 
 
-#: where each profile's StyleGAN2 pretraining starts (None: from scratch)
+#: where each profile's StyleGAN2 pretraining starts: None, from scratch; a profile, from that profile's generator
+#: (:func:`pretrained_network`: the shipped one, else its finished run) with a fresh discriminator
 STYLEGAN2_INIT = {"cpu": None, "lfw": "cpu"}
 
 
@@ -288,16 +292,12 @@ def pretrain_stylegan2(profile: str, steps: int | None = None, progress: bool = 
     start = 0 if ck is None else int(ck.stem.split("_")[-1])
     init_state, init_info = None, {}
     if ck is None and STYLEGAN2_INIT.get(profile):
-        from .shipped import sha256_of
-
-        src = latest_checkpoint(work_dir(STYLEGAN2_INIT[profile], "stylegan2"))
-        if src is None:
-            raise FileNotFoundError(f"{work_dir(STYLEGAN2_INIT[profile], 'stylegan2')}: pretrain stylegan2 --profile "
-                                    f"{STYLEGAN2_INIT[profile]} first ({profile} starts from it)")
-        import torch
-
-        init_state = torch.load(src, map_location="cpu", weights_only=False)
-        init_info = {"init": str(src.relative_to(artifacts_root())), "init_sha256": sha256_of(src)}
+        G0, rec = pretrained_network(STYLEGAN2_INIT[profile], "stylegan2")
+        if G0.cfg != gcfg:
+            raise ValueError(f"{profile} starts from the {STYLEGAN2_INIT[profile]} generator ({rec['init']}), whose "
+                             f"config differs from {profile}'s: {G0.cfg} against {gcfg}")
+        init_state = {"G": G0.state_dict(), "G_ema": G0.state_dict()}  # no D: tcfg.d_warmup_steps trains a fresh one
+        init_info = {"init": rec["init"], "init_sha256": rec["sha256"]}
     main = ddp.is_main()
     with ddp.main_first():  # rank 0 builds the data caches; the others then read them
         if main:

@@ -122,6 +122,10 @@ class TrainConfig(DictConfig):
     # DiffAugment policy for every image D sees ("" = none; "color,translation,cutout" for few real
     # images, Zhao et al. 2020; drdpgan.augment)
     diffaugment: str = ""
+    # the first that many steps train D alone against the initial G (G, its EMA and the latents' w_avg unchanged;
+    # loss_G is then G's loss on the D step's fakes, logged, not stepped): a discriminator for a generator that
+    # comes without one (the lfw pretraining starts from the shipped cpu generator). 0: both from the first step
+    d_warmup_steps: int = 0
 
     def gamma_for(self, resolution: int) -> float:
         if self.r1_gamma is not None:
@@ -284,21 +288,24 @@ def _gan_step(nets: Mapping[str, Any], reals: torch.Tensor, tcfg: TrainConfig, s
               ) -> tuple[dict[str, float], float | None]:
     """One StyleGAN2 update of ``nets`` (``G``, ``D``, ``opt_G``, ``opt_D``) on this process's ``reals``
     (B', 3, R, R): G's non-saturating loss (Eq. 9), then D's logistic loss with the lazy R1 penalty every
-    ``r1_every`` steps. Returns the scalars averaged over processes and the R1 value (None on steps without)."""
+    ``r1_every`` steps (D alone during ``tcfg.d_warmup_steps``). Returns the scalars averaged over processes and the
+    R1 value (None on steps without)."""
     G, D, opt_G, opt_D = nets["G"], nets["D"], nets["opt_G"], nets["opt_D"]
     B = tcfg.batch_size  # the global batch; every draw is sharded to this process's rows
+    train_G = step >= tcfg.d_warmup_steps
 
     # -- G: non-saturating loss
-    _requires_grad(G, True)
-    _requires_grad(D, False)
-    ws = _gen_ws(G, B, z_gen, tcfg.style_mixing_prob, update_w_avg=True, rows=rows)
-    with autocast(), ddp.sharded_draws(B, rows):
-        fake_logits = D(augment(G.synthesis(ws, noise_mode="random", generator=z_gen)))
-    loss_G = adversarial_loss(fake_logits.float())  # non-saturating, DR-DPGAN Eq. 9
-    opt_G.zero_grad(set_to_none=True)
-    loss_G.backward()
-    ddp.average_gradients(G.parameters())
-    opt_G.step()
+    if train_G:
+        _requires_grad(G, True)
+        _requires_grad(D, False)
+        ws = _gen_ws(G, B, z_gen, tcfg.style_mixing_prob, update_w_avg=True, rows=rows)
+        with autocast(), ddp.sharded_draws(B, rows):
+            fake_logits = D(augment(G.synthesis(ws, noise_mode="random", generator=z_gen)))
+        loss_G = adversarial_loss(fake_logits.float())  # non-saturating, DR-DPGAN Eq. 9
+        opt_G.zero_grad(set_to_none=True)
+        loss_G.backward()
+        ddp.average_gradients(G.parameters())
+        opt_G.step()
 
     # -- D: logistic loss (+ lazy R1 on reals)
     _requires_grad(G, False)
@@ -313,6 +320,8 @@ def _gan_step(nets: Mapping[str, Any], reals: torch.Tensor, tcfg: TrainConfig, s
         real_logits = D(augment(reals_in)).float()
         fake_logits = D(augment(fake)).float()
     loss_D = discriminator_logistic_loss(real_logits, fake_logits)
+    if not train_G:  # D's warm-up: G's loss on these fakes, for the log
+        loss_G = adversarial_loss(fake_logits.detach())
     total_D = loss_D
     r1_val = None
     if do_r1:
@@ -344,7 +353,8 @@ def train_stylegan2(
     [-1,1]) -> (N, D)`` supplies features for the Frechet distance tracked over training
     (NOT Inception FID; default :func:`pixel_features`). Returns ``(G_ema in eval mode,
     final metrics dict)``. ``init_state`` (``{"G", "G_ema", "D"}`` state dicts, e.g. a checkpoint of
-    another run) is the starting point of a new run; a resume ignores it.
+    another run; without ``"D"`` a fresh D, for ``tcfg.d_warmup_steps``) is the starting point of a new run; a resume
+    ignores it.
 
     Under ``torchrun`` (:mod:`drdpgan.distributed`) every process runs this with the same arguments: each takes its
     rows of the global batch and of every per-sample draw (latents, style mixing, noise inputs, DiffAugment),
@@ -399,7 +409,8 @@ def train_stylegan2(
     if init_state is not None:  # fine-tuning start (e.g. real faces from the synthetic generator)
         G.load_state_dict(init_state["G"])
         G_ema.load_state_dict(init_state["G_ema"])
-        D.load_state_dict(init_state["D"])
+        if "D" in init_state:  # else D starts fresh (see TrainConfig.d_warmup_steps)
+            D.load_state_dict(init_state["D"])
 
     # ---- resume
     ck_path = latest_checkpoint(out)
@@ -476,6 +487,8 @@ def train_stylegan2(
                                 rows, augment, autocast)
         r1_val = r1_val if r1 is None else r1
         cur_nimg += tcfg.batch_size
+        if step < tcfg.d_warmup_steps:  # G did not move
+            return scalars
         ema_nimg = tcfg.ema_kimg * 1000
         if tcfg.ema_rampup is not None:
             ema_nimg = min(ema_nimg, cur_nimg * tcfg.ema_rampup)

@@ -2,8 +2,10 @@
 status command reads a run folder; the recipes are complete for the shipped profiles."""
 
 import json
+from dataclasses import replace
 
 import pytest
+import torch
 
 from drdpgan import pretrain
 
@@ -82,6 +84,40 @@ def test_recipes_cover_the_profiles():
     assert pretrain.STYLEGAN2_RECIPES["lfw"].diffaugment and pretrain.STYLEGAN2_INIT["lfw"] == "cpu"
     with pytest.raises(ValueError, match="no StyleGAN2 pretraining recipe"):
         pretrain.pretrain_stylegan2("smoke", steps=1)
+
+
+def test_a_stylegan2_pretraining_from_another_profiles_generator_warms_a_fresh_discriminator(tmp_path, monkeypatch):
+    """STYLEGAN2_INIT: the run starts from the other profile's generator (pretrained_network: shipped or finished),
+    which comes without a discriminator; D trains alone for d_warmup_steps, then both; provenance names the source."""
+    from drdpgan import stages
+    from drdpgan.models.stylegan2 import StyleGAN2Generator
+    from drdpgan.train_stylegan2 import TrainConfig
+
+    monkeypatch.setenv("DRDPGAN_ARTIFACTS", str(tmp_path))
+    gcfg = pretrain.stylegan2_config(stages.notebook_params("01_data", "smoke"),
+                                     stages.notebook_params("04_stylegan2", "smoke"))
+    torch.manual_seed(3)
+    source = StyleGAN2Generator(gcfg).eval()
+    calls = []
+
+    def fake_pretrained(profile, network):
+        calls.append((profile, network))
+        return source, {"init": f"shipped {profile}/{network}", "sha256": "ab" * 32}
+
+    monkeypatch.setattr(pretrain, "pretrained_network", fake_pretrained)
+    monkeypatch.setitem(pretrain.STYLEGAN2_INIT, "smoke", "cpu")
+    monkeypatch.setitem(pretrain.STYLEGAN2_RECIPES, "smoke", TrainConfig(
+        steps=2, batch_size=4, d_warmup_steps=2, log_every=1, checkpoint_every=1, sample_every=0, metric_every=-1,
+        num_samples=4, seed=0))
+    G, _ = pretrain.pretrain_stylegan2("smoke", progress=False)
+    assert calls == [("cpu", "stylegan2")]
+    assert all(torch.equal(G.state_dict()[k], v) for k, v in source.state_dict().items())  # the warm-up moved D only
+    prov = [json.loads(line) for line in (tmp_path / "pretrain" / "smoke" / "stylegan2" / "provenance.jsonl").open()]
+    assert prov[-1]["init"] == "shipped cpu/stylegan2" and prov[-1]["init_sha256"] == "ab" * 32
+    monkeypatch.setitem(pretrain.STYLEGAN2_RECIPES, "smoke", replace(pretrain.STYLEGAN2_RECIPES["smoke"], steps=3))
+    G, _ = pretrain.pretrain_stylegan2("smoke", progress=False)  # resumes: no second init, and G trains now
+    assert calls == [("cpu", "stylegan2")]
+    assert not all(torch.equal(G.state_dict()[k], v) for k, v in source.state_dict().items())
 
 
 def test_pretrain_prior_end_to_end_on_a_tiny_recipe(tmp_path, monkeypatch):

@@ -251,12 +251,12 @@ def test_frechet_distance():
 # --------------------------------------------------------------------------- trainer
 
 
-def _tiny_run(out, steps, precision="fp32", diffaugment="", init_state=None):
+def _tiny_run(out, steps, precision="fp32", diffaugment="", init_state=None, **train_cfg):
     ds = ToyCircles(64, 32, seed=0)
     gcfg = tiny_cfg(32)
     tcfg = TrainConfig(steps=steps, batch_size=4, r1_every=2, checkpoint_every=3, sample_every=3,
                        metric_every=3, metric_num=16, num_samples=4, log_every=1, seed=7, precision=precision,
-                       diffaugment=diffaugment)
+                       diffaugment=diffaugment, **train_cfg)
     return train_stylegan2(ds, gcfg, tcfg, out, progress=False, init_state=init_state)
 
 
@@ -272,6 +272,30 @@ def test_diffaugment_and_init_state_resume_exactly(tmp_path):
     ck = torch.load(latest_checkpoint(tmp_path / "p"), weights_only=False)
     G_i, _ = _tiny_run(tmp_path / "i", 0, init_state=ck)  # zero steps: the initial networks come back
     assert all(torch.equal(G_i.state_dict()[k], ck["G_ema"][k]) for k in ck["G_ema"])
+
+
+def test_d_warmup_trains_D_alone_against_a_generator_that_came_without_one(tmp_path):
+    """d_warmup_steps: from an init_state without D, the first steps move D only (G, its EMA and w_avg stay the
+    given generator's, loss_G is still logged); G trains after them, and a run resumed across the boundary is
+    bit-identical to an uninterrupted one."""
+    _tiny_run(tmp_path / "p", 3)
+    ck = torch.load(latest_checkpoint(tmp_path / "p"), weights_only=False)
+    given = {"G": ck["G_ema"], "G_ema": ck["G_ema"]}  # a shipped generator: its EMA weights, no D
+    G_w, m_w = _tiny_run(tmp_path / "w", 3, init_state=given, d_warmup_steps=3)
+    assert all(torch.equal(G_w.state_dict()[k], v) for k, v in ck["G_ema"].items())
+    after = torch.load(latest_checkpoint(tmp_path / "w"), weights_only=False)
+    assert all(torch.equal(after["G"][k], v) for k, v in ck["G_ema"].items())
+    _tiny_run(tmp_path / "z", 0, init_state=given)  # zero steps: the fresh D the warm-up starts from
+    fresh_D = torch.load(latest_checkpoint(tmp_path / "z"), weights_only=False)["D"]
+    assert not all(torch.equal(fresh_D[k], ck["D"][k]) for k in ck["D"])  # not the other run's D
+    assert not all(torch.equal(after["D"][k], fresh_D[k]) for k in fresh_D)  # and trained
+    assert math.isfinite(m_w["loss_G"]) and math.isfinite(m_w["loss_D"])
+    rows = _read_csv(tmp_path / "w" / "losses.csv")
+    assert len(rows) == 3 and all(math.isfinite(float(r["loss_G"])) for r in rows)
+    G_a, _ = _tiny_run(tmp_path / "a", 5, init_state=given, d_warmup_steps=3)
+    assert not all(torch.equal(G_a.state_dict()[k], v) for k, v in ck["G_ema"].items())  # G moved after step 3
+    G_b, _ = _tiny_run(tmp_path / "w", 5, init_state=given, d_warmup_steps=3)  # resumes the 3-step run
+    assert all(torch.equal(G_a.state_dict()[k], G_b.state_dict()[k]) for k in G_a.state_dict())
 
 
 def test_bf16_autocast_trains_resumes_and_differs_from_fp32(tmp_path):
