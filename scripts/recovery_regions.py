@@ -1,5 +1,7 @@
 """Where does recovery fail? PSNR to the originals inside and outside the synthetic renderer's head mask, for the
-recovered and the anonymized images of a DR-DPGAN training checkpoint (a measurement script, cpu profile):
+recovered and the anonymized images of a DR-DPGAN training checkpoint, and for the recovery path fed the original
+image itself instead of the anonymized one (with the same code): that row is the path's own ceiling, what recovery
+could reach if anonymization lost nothing (a measurement script, cpu profile):
 
     .venv/bin/python scripts/recovery_regions.py CHECKPOINT
 
@@ -25,6 +27,8 @@ head = (head_masks(held, idx) > 0.5).float()
 with torch.no_grad():
     anon, _, code, _ = _anonymize_sealed(model, x, make_generator(3))
     recovered = model.recover(anon, code=code)["images"].clamp(-1, 1)
-for name, images in (("recovered", recovered), ("anonymized", anon)):
+    from_original = model.recover(x, code=code)["images"].clamp(-1, 1)
+for name, images in (("recovered", recovered), ("recovery path fed the original", from_original),
+                     ("anonymized", anon)):
     print(f"{name}: head {masked_psnr(images, x, head):.2f} dB, background {masked_psnr(images, x, 1 - head):.2f} dB, "
           f"all {masked_psnr(images, x, torch.ones_like(head)):.2f} dB")
