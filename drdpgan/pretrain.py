@@ -58,7 +58,7 @@ def _stylegan2_recipes() -> dict[str, Any]:
     # a few thousand images. The cpu generator is the shipped one (what a fresh clone has; its pretraining folder,
     # with the discriminator, is not kept), so a fresh D first trains alone against it for 500 steps: a D at chance
     # would steer the generator at random while it catches up (scripts/discriminator_probe.py: against the synthetic
-    # world's faces a fresh D still sat at logistic loss 1.26-1.46 after 550 steps); 6,000 steps of both after that.
+    # world's faces a fresh D still sat at logistic loss 1.29-1.48 at steps 400-600); 6,000 steps of both after that.
     # Not yet a working recipe: its first run (commit 07bec64) warmed D (logits 2.4 / -4.5 at step 500), but D fell to
     # chance within 100 steps of G starting and the samples took on a checkered texture by step 1,000 (README)
     lfw = replace(cpu, steps=6500, diffaugment="color,translation,cutout", d_warmup_steps=500)
