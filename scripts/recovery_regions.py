@@ -50,5 +50,5 @@ for name, images in (("recovered", recovered), ("recovery path fed the original"
                      ("anonymized", anon)):
     print(f"{name}: head {masked_psnr(images, x, head):.2f} dB, background {masked_psnr(images, x, 1 - head):.2f} dB, "
           f"all {masked_psnr(images, x, torch.ones_like(head)):.2f} dB")
-for (name, r), (inside, outside) in sorted(masks.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+for (name, r), (inside, outside) in sorted(masks.items()):
     print(f"Eq. 6 mask, {name} pass, {r} px: head {inside:.3f}, background {outside:.3f}")
