@@ -126,6 +126,19 @@ class TrainConfig(DictConfig):
     # loss_G is then G's loss on the D step's fakes, logged, not stepped): a discriminator for a generator that
     # comes without one (the lfw pretraining starts from the shipped cpu generator). 0: both from the first step
     d_warmup_steps: int = 0
+    # after the D warm-up, G's lr ramps linearly from 0 to its full value over that many steps (0: full at once). A
+    # fresh Adam moves every parameter by about lr per step (its first steps are lr * sign(grad)), and a warmed D's
+    # Adam scales its steps by gradients it met against a G that stood still: the first lfw transfer (d_warmup_steps
+    # 500, no ramp) had G fool D within 10 steps (D's fake logit -4.5 -> +0.2) and D sat at chance after that
+    g_rampup_steps: int = 0
+
+    def g_lr_scale(self, step: int) -> float:
+        """The factor on G's lr at ``step`` (0 during the D warm-up, then the linear ramp, then 1)."""
+        if step < self.d_warmup_steps:
+            return 0.0
+        if self.g_rampup_steps <= 0:
+            return 1.0
+        return min(1.0, (step - self.d_warmup_steps + 1) / self.g_rampup_steps)
 
     def gamma_for(self, resolution: int) -> float:
         if self.r1_gamma is not None:
@@ -305,6 +318,9 @@ def _gan_step(nets: Mapping[str, Any], reals: torch.Tensor, tcfg: TrainConfig, s
         opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
         ddp.average_gradients(G.parameters())
+        g_lr = tcfg.g_lr if tcfg.g_lr is not None else tcfg.lr
+        for group in opt_G.param_groups:  # TrainConfig.g_rampup_steps
+            group["lr"] = g_lr * tcfg.g_lr_scale(step)
         opt_G.step()
 
     # -- D: logistic loss (+ lazy R1 on reals)

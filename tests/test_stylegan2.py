@@ -298,6 +298,28 @@ def test_d_warmup_trains_D_alone_against_a_generator_that_came_without_one(tmp_p
     assert all(torch.equal(G_a.state_dict()[k], G_b.state_dict()[k]) for k in G_a.state_dict())
 
 
+def test_g_rampup_scales_G_lr_linearly_after_the_D_warmup(tmp_path):
+    """g_rampup_steps: G's lr is 0 during the D warm-up, then rises linearly to its full value; the ramp is a function
+    of the step, so a run resumed inside it is bit-identical, and it changes the run (G moves less on its first
+    step than without it)."""
+    t = TrainConfig(lr=1e-3, d_warmup_steps=2, g_rampup_steps=4)
+    assert [t.g_lr_scale(s) for s in range(8)] == [0.0, 0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert TrainConfig(g_rampup_steps=0).g_lr_scale(0) == 1.0
+    _tiny_run(tmp_path / "p", 3)
+    ck = torch.load(latest_checkpoint(tmp_path / "p"), weights_only=False)
+    given = {"G": ck["G_ema"], "G_ema": ck["G_ema"]}
+    G_r, _ = _tiny_run(tmp_path / "r", 3, init_state=given, d_warmup_steps=2, g_rampup_steps=4)
+    G_n, _ = _tiny_run(tmp_path / "n", 3, init_state=given, d_warmup_steps=2)
+    after_r = torch.load(latest_checkpoint(tmp_path / "r"), weights_only=False)["G"]
+    after_n = torch.load(latest_checkpoint(tmp_path / "n"), weights_only=False)["G"]
+    moved = {name: sum(float((after[k] - ck["G_ema"][k]).abs().sum()) for k in ck["G_ema"])
+             for name, after in (("ramp", after_r), ("none", after_n))}
+    assert 0 < moved["ramp"] < 0.5 * moved["none"]  # one G step at a quarter of the lr
+    G_a, _ = _tiny_run(tmp_path / "a", 5, init_state=given, d_warmup_steps=2, g_rampup_steps=4)
+    G_b, _ = _tiny_run(tmp_path / "r", 5, init_state=given, d_warmup_steps=2, g_rampup_steps=4)  # resumes at 3
+    assert all(torch.equal(G_a.state_dict()[k], G_b.state_dict()[k]) for k in G_a.state_dict())
+
+
 def test_bf16_autocast_trains_resumes_and_differs_from_fp32(tmp_path):
     """bf16 autocast: finite losses, exact resume, fp32 weights (only the compute is bf16), and
     numbers that differ from the fp32 run (the switch really changes the arithmetic)."""
