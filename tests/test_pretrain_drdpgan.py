@@ -171,3 +171,23 @@ def test_a_run_goes_on_with_the_first_phase_that_ends_after_its_latest_checkpoin
         ends = [p.steps for p in (*r.get("earlier_phases", ()), r["train"])]
         assert ends == sorted(set(ends)), name
         assert len({p.seed for p in (*r.get("earlier_phases", ()), r["train"])}) == 1, name
+
+
+def test_the_lfw_recipe_is_the_cpu_recipe_with_a_face_ellipse_that_holds_the_crops_faces():
+    """lfw's crops are aligned to the ArcFace template, the jaw at the crop's edges (scripts/face_region_fit.py): its
+    background terms use a larger ellipse, every phase alike, and nothing else of the recipe differs from cpu's."""
+    from dataclasses import replace
+
+    from drdpgan.losses import face_region_weight
+    from drdpgan.pretrain_drdpgan import DRDPGAN_RECIPES
+
+    cpu, lfw = DRDPGAN_RECIPES["cpu"], DRDPGAN_RECIPES["lfw"]
+    phases = [*lfw["earlier_phases"], lfw["train"]]
+    region = lfw["train"].face_region
+    assert {p.face_region for p in phases} == {region} and region != cpu["train"].face_region
+    assert [replace(p, face_region=cpu["train"].face_region) for p in phases] == [*cpu["earlier_phases"], cpu["train"]]
+    assert {k: v for k, v in lfw.items() if k not in ("earlier_phases", "train")} == \
+        {k: v for k, v in cpu.items() if k not in ("earlier_phases", "train")}
+    w = face_region_weight(64, region)[0, 0]
+    assert w[63, 32] > 0.5 and w[40, 1] > 0.5 and w[40, 62] > 0.5  # chin and cheeks at the crop's edges: face
+    assert w[0, 0] == 0 and w[0, 63] == 0  # the top corners: background
