@@ -209,6 +209,13 @@ class DRDPGANTrainConfig(DictConfig):
         held-out faces the renderer's head mask spans x 9.9-53.1 px and y 3.8-57.2 px of 64 (std 2.6 px each),
         and the ellipse adds about 3 px to that.
     critic_*: :class:`~drdpgan.models.critic.CriticConfig` sizes.
+    critic_output: Eq. 10 on the critic's ``"sigmoid"`` score (the package's first reading; saturates) or on its
+        ``"linear"`` raw output, the least-squares GAN's form (Mao et al. 2017; a departure only in that the paper
+        does not say which). Measured in cpu run 14: the sigmoid critic separated carriers from the grainy
+        anonymized faces (scores 1.0 / 0.0004 at step 9,000), where its squared error against 1 has no gradient
+        left for G (``ano_dic`` 1.0), then sat at 1.0 on every image from step 10,000 on (``loss_critic`` 1.0).
+    critic_restart_step: at this step the critic and its optimiser start afresh (the critic's seeded
+        initialisation); None, never. For a phase that changes ``critic_output`` after a saturated critic.
     stop_after / max_seconds: end *this call* after that many steps / seconds with a checkpoint
         (simulates a kill in tests; budgets long runs). Not part of the run's identity.
     device: where the networks train (``"cpu"``, ``"cuda"``); every random number is still drawn on the
@@ -257,6 +264,8 @@ class DRDPGANTrainConfig(DictConfig):
     critic_base_channels: int = 16
     critic_max_channels: int = 128
     critic_highpass: bool = True
+    critic_output: str = "sigmoid"
+    critic_restart_step: int | None = None
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 200
@@ -272,7 +281,8 @@ class DRDPGANTrainConfig(DictConfig):
 
     def critic_config(self, resolution: int) -> CriticConfig:
         return CriticConfig(resolution=resolution, base_channels=self.critic_base_channels,
-                            max_channels=self.critic_max_channels, highpass=self.critic_highpass)
+                            max_channels=self.critic_max_channels, highpass=self.critic_highpass,
+                            output=self.critic_output)
 
 
 # Every per-step quantity written to losses.csv (besides step / images / timing).
@@ -561,6 +571,11 @@ def train_drdpgan(
         idx = [next(sampler) for _ in range(cfg.batch_size)]  # the global batch
         idx = idx if rows is None else idx[rows]
         x = torch.stack([dataset[i]["image"] for i in idx]).float().to(dev)  # (B, 3, R, R)
+        if step == cfg.critic_restart_step:  # a fresh critic (cfg.critic_restart_step), the same on every process
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.seed + step)
+                critic.load_state_dict(SteganalysisCritic(cfg.critic_config(R)).state_dict())
+            opt_critic.state.clear()
         scalars = ddp.average_scalars(_train_step(model, C, critic, opts, x, cfg, step, sigma, gamma, rows))
         schedule.step()
         return scalars

@@ -44,6 +44,46 @@ def test_critic_scores_in_unit_interval():
     assert s.shape == (3,) and bool(((s > 0) & (s < 1)).all())
 
 
+def test_linear_critic_scores_are_its_raw_logits_unbounded():
+    """critic_output "linear": Eq. 10 on the raw output (least-squares GAN), the same weights' logits."""
+    torch.manual_seed(0)
+    c = SteganalysisCritic(CriticConfig(resolution=RES, base_channels=4, max_channels=8, output="linear"))
+    x = torch.rand(3, 3, RES, RES) * 2 - 1
+    assert torch.equal(c(x), c.logits(x))
+    with torch.no_grad():
+        c.head.bias.fill_(5.0)
+    assert bool((c(x) > 1).all())
+    with pytest.raises(ValueError, match="sigmoid"):
+        SteganalysisCritic(CriticConfig(resolution=RES, output="tanh"))
+
+
+def test_critic_restart_step_gives_a_fresh_critic_and_optimiser_at_that_step(tmp_path, data, monkeypatch):
+    """critic_restart_step: the critic entering that step is the seeded fresh one (its optimiser without state),
+    whatever it had learnt; the rest of the run goes on; a run resumed across it is bit-identical."""
+    cfg = tiny_cfg(steps=4, critic_restart_step=2, critic_output="linear")
+    seen = {}
+    real_step = tdr._train_step
+
+    def spy(model, C, critic, opts, x, cfg_, step, *args, **kwargs):
+        seen[step] = (_snapshot(critic), len(opts[2].state))
+        return real_step(model, C, critic, opts, x, cfg_, step, *args, **kwargs)
+
+    monkeypatch.setattr(tdr, "_train_step", spy)
+    train_drdpgan(tiny_model(), data, cfg, tmp_path / "a", progress=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed + 2)
+        fresh = SteganalysisCritic(cfg.critic_config(RES)).state_dict()
+    assert all(torch.equal(seen[2][0][k], fresh[k]) for k in fresh) and seen[2][1] == 0
+    assert not all(torch.equal(seen[1][0][k], fresh[k]) for k in fresh) and seen[1][1] > 0
+    assert not all(torch.equal(seen[3][0][k], fresh[k]) for k in fresh)  # and it trains on
+    monkeypatch.setattr(tdr, "_train_step", real_step)
+    train_drdpgan(tiny_model(), data, dataclasses.replace(cfg, stop_after=2), tmp_path / "b", progress=False)
+    train_drdpgan(tiny_model(), data, cfg, tmp_path / "b", progress=False)
+    a, b = (torch.load(latest_checkpoint(tmp_path / n), weights_only=False) for n in ("a", "b"))
+    assert all(torch.equal(a["critic"][k], b["critic"][k]) for k in a["critic"])
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
 def test_steps_finite_csv_columns_and_plot(tmp_path, data):
     m = tiny_model()
     res = train_drdpgan(m, data, tiny_cfg(steps=3), tmp_path, progress=False)

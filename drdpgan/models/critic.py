@@ -52,12 +52,15 @@ class CriticConfig:
     max_channels: int = 128
     n_down: int | None = None  # stride-2 stages; None: down to 4x4 (log2(R) - 2)
     highpass: bool = True
+    # "sigmoid": the score is sigmoid(logits), in (0, 1); "linear": the raw logits, the least-squares GAN's critic
+    # (Mao et al. 2017), whose squared error against 1 / 0 does not saturate (DRDPGANTrainConfig.critic_output)
+    output: str = "sigmoid"
 
 
 class SteganalysisCritic(nn.Module):
     """``Critic``: image (B, 3, R, R) in [-1, 1] -> score (B,) in (0, 1) (1 = carrier / original).
 
-    ``forward(x)`` = ``sigmoid(logits(x))``; use it in Eq. 10 (``drdpgan.losses.discriminative_loss``
+    ``forward(x)`` = ``sigmoid(logits(x))`` (``cfg.output`` "linear": ``logits(x)``, unbounded); use it in Eq. 10 (``drdpgan.losses.discriminative_loss``
     and ``discriminative_generator_loss``). No batch norm, so a batch of originals and a batch of
     stego images are judged independently of each other.
     """
@@ -65,6 +68,8 @@ class SteganalysisCritic(nn.Module):
     def __init__(self, cfg: CriticConfig | None = None):
         super().__init__()
         self.cfg = cfg = cfg or CriticConfig()
+        if cfg.output not in ("sigmoid", "linear"):
+            raise ValueError(f"critic output must be 'sigmoid' or 'linear', got {cfg.output!r}")
         n_down = cfg.n_down if cfg.n_down is not None else int(math.log2(cfg.resolution)) - 2
         if n_down < 1:
             raise ValueError(f"resolution {cfg.resolution} too small for the critic")
@@ -92,4 +97,5 @@ class SteganalysisCritic(nn.Module):
         return self.head(x.mean(dim=(2, 3))).squeeze(-1)  # (B,)
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.logits(img))  # (B,) in (0, 1)
+        z = self.logits(img)  # (B,)
+        return z if self.cfg.output == "linear" else torch.sigmoid(z)  # (B,), in (0, 1) for "sigmoid"
