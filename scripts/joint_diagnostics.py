@@ -7,6 +7,7 @@ pretraining run folder (default: ``artifacts/pretrain/cpu/drdpgan``; the README'
 ``drdpgan-run8-mapperinit``, with the recipe of its commit), and trains
 ``STEPS`` steps of the recipe's first, constant-rate phase (its warm-up first, which is deterministic) with ``JSON`` overriding
 :class:`~drdpgan.train_drdpgan.DRDPGANTrainConfig` fields (``"weights": {"adv": 0}`` sets Eq. 16 weights;
+``"phase": -1`` takes the recipe's last phase instead of its first as the config the overrides apply to;
 ``"mapper": false`` keeps the untrained mapper; ``"model_cfg": {"fusion_mask_bias": -2}`` overrides the recipe's
 :class:`~drdpgan.models.drdpgan.DRDPGANConfig` fields; ``"fake_cfg": {"bank_pick": "uniform"}`` sets
 :class:`~drdpgan.models.fake_identity.FakeIdentityConfig` fields of the built model; ``"fake": "next_face"`` replaces Alg. 1's F'_id by the identity of
@@ -40,7 +41,7 @@ from drdpgan.pretrain_drdpgan import (DRDPGAN_RECIPES, _anonymize_sealed, _faces
                                       attribute_preservation, build_model, quick_metrics)
 from drdpgan.repro import make_generator
 from drdpgan.stages import images_of
-from drdpgan.losses import LossWeights, face_region_weight
+from drdpgan.losses import face_region_weight
 from drdpgan.pretrain import work_dir
 from drdpgan.train_drdpgan import train_drdpgan
 torch.set_num_threads(int(os.environ.get("THREADS", "2")))  # 1 beside a running pretraining
@@ -66,8 +67,9 @@ m.binary_code.load_state_dict(st["mapping"]); m.decoder.load_state_dict(st["deco
 if ovr.pop("mapper", True):  # the run's E_MLP stage (and fake identity bank), loaded as the pretraining loads it
     _mapper_stage(m, "cpu", Path(run), False)
 train, held = _faces("cpu", False)
-base = (*DRDPGAN_RECIPES["cpu"].get("earlier_phases", ()), DRDPGAN_RECIPES["cpu"]["train"])[0]  # constant rates
-cfg = replace(base, steps=steps, eval_every=0, checkpoint_every=10**6, weights=LossWeights(**w), **ovr)
+# the recipe's phase the overrides apply to: "phase": index into (earlier phases..., train); default 0, constant rates
+base = (*DRDPGAN_RECIPES["cpu"].get("earlier_phases", ()), DRDPGAN_RECIPES["cpu"]["train"])[ovr.pop("phase", 0)]
+cfg = replace(base, steps=steps, eval_every=0, checkpoint_every=10**6, weights=replace(base.weights, **w), **ovr)
 t = time.time()
 out = work_dir("cpu", "diagnostics") / name
 if os.environ.get("FROM_CKPT"):  # continue that checkpoint under this config
