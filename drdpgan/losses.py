@@ -86,6 +86,18 @@ def background_l1(x_gen: torch.Tensor, x: torch.Tensor, face_weight: torch.Tenso
     return ((x_gen - x).abs() * bg).sum() / (bg.sum() * x_gen.shape[0] * x_gen.shape[1]).clamp_min(1e-8)
 
 
+def perceptual_distance(maps_a: list[torch.Tensor], maps_b: list[torch.Tensor]) -> torch.Tensor:
+    """LPIPS's distance without its learned weights (Zhang et al. 2018, the "baseline" variant): each feature map's
+    vectors (one per position, over channels) unit-normalised, the squared difference summed over channels,
+    averaged over positions, the batch and the maps. Over the frozen identity encoder's pyramid
+    (:meth:`drdpgan.models.identity.IdentityEncoder.feature_maps`), the training network, never the evaluator."""
+    if len(maps_a) != len(maps_b) or not maps_a:
+        raise ValueError(f"need the same non-empty list of maps, got {len(maps_a)} and {len(maps_b)}")
+    d = [(F.normalize(a.float(), dim=1, eps=1e-6) - F.normalize(b.float(), dim=1, eps=1e-6)).pow(2).sum(1).mean()
+         for a, b in zip(maps_a, maps_b)]
+    return torch.stack(d).mean()
+
+
 def total_loss(parts: dict[str, torch.Tensor], weights: LossWeights) -> torch.Tensor:
     """Eq. 16: ``lambda_adv L_adv + lambda_dic L_dic + lambda_id L_id^process + lambda_info L_info``.
 

@@ -7,7 +7,7 @@ teacher-forced with the true bits, and the loss terms
     anonymize:  adv (Eq. 9), dic (Eq. 10, G side), id (Eq. 11), info (Eq. 15)
     recover:    adv, dic, id (Eq. 12)
     extras:     code (1 - cos(decode(bits), F_id)), rec_pixel, anon_pixel, hide_footprint, attr,
-                anon_background, rec_background   (weights 0 = the paper)
+                anon_background, rec_background, rec_perceptual   (weights 0 = the paper)
     loss_G = Eq. 16 for each process + the weighted extras
 
 :func:`judge_losses` is the judges' side: the StyleGAN2 discriminator C (logistic, anonymized and
@@ -40,6 +40,7 @@ from .losses import (
     face_region_weight,
     identity_loss_anonymize,
     identity_loss_recover,
+    perceptual_distance,
     total_loss,
 )
 from .models.drdpgan import DRDPGAN
@@ -166,6 +167,10 @@ def generator_objective(model: DRDPGAN, C: nn.Module, critic: nn.Module, x: torc
             extras["anon_background"] = background_l1(x_anon, x, face)
         if cfg.w_rec_background > 0:  # and from x_anon on into x_rec
             extras["rec_background"] = background_l1(x_rec, x, face)
+    if cfg.w_rec_perceptual > 0:  # the frozen identity encoder's feature pyramid of x_rec against x's
+        with torch.no_grad():
+            target_maps = model.identity_encoder.feature_maps(x)
+        extras["rec_perceptual"] = perceptual_distance(model.identity_encoder.feature_maps(x_rec), target_maps)
     if cfg.w_attr > 0:  # the frozen 3D prior's expression and pose of x_anon against x's, standardised units
         with torch.no_grad():
             target = model.prior3d.forward_standardized(x)  # (B, Ke + 3)
@@ -175,7 +180,8 @@ def generator_objective(model: DRDPGAN, C: nn.Module, critic: nn.Module, x: torc
               + cfg.w_anon_pixel * extras["anon_pixel"] + cfg.w_hide_footprint * extras.get("hide_footprint", 0.0)
               + cfg.w_attr * extras.get("attr", 0.0)
               + cfg.w_anon_background * extras.get("anon_background", 0.0)
-              + cfg.w_rec_background * extras.get("rec_background", 0.0))
+              + cfg.w_rec_background * extras.get("rec_background", 0.0)
+              + cfg.w_rec_perceptual * extras.get("rec_perceptual", 0.0))
     terms = {**{f"ano_{k}": v for k, v in ano.items()}, **{f"rec_{k}": v for k, v in rec.items()}, **extras}
     return {"loss_G": loss_G, "terms": terms, "eq16_ano": eq16_ano, "eq16_rec": eq16_rec, "x_anon": x_anon,
             "x_rec": x_rec, "bits": bits, "carrier": hidden, "logits_bits": logits_bits, "f_id": f_id, "f_fake": f_fake,

@@ -92,7 +92,7 @@ def test_steps_finite_csv_columns_and_plot(tmp_path, data):
     df = pd.read_csv(tmp_path / "losses.csv")
     assert list(df.columns) == ["step", "images"] + LOSS_COLUMNS + ["sec_per_step", "time"]
     assert df["step"].tolist() == [1, 2, 3]
-    weighed_only = ["hide_footprint", "attr", "anon_background", "rec_background"]
+    weighed_only = ["hide_footprint", "attr", "anon_background", "rec_background", "rec_perceptual"]
     cols = [c for c in LOSS_COLUMNS if c != "r1" and c not in weighed_only]  # r1 on lazy-R1 steps; others when weighed
     assert df[weighed_only].isna().all().all()
     assert df[cols].notna().all().all() and df[cols].map(lambda v: abs(v) < 1e6).all().all()
@@ -380,6 +380,31 @@ def test_hide_footprint_is_weighed_in_and_trains_the_password_term_only_against_
     fp.backward()
     hide = [f.hide.weight.grad for f in m.fusion.values()]
     assert all(g is not None and float(g.abs().sum()) > 0 for g in hide)
+
+
+def test_rec_perceptual_compares_the_identity_encoders_pyramid_and_trains_the_recovery_path():
+    """w_rec_perceptual: LPIPS's unweighted distance over the frozen identity encoder's feature maps of x_rec and x:
+    0 for equal images, invariant to a map's per-position scale, weighed into loss_G, its gradient reaching the
+    recovery path (E_G)."""
+    from drdpgan.losses import perceptual_distance
+
+    a, b = [torch.rand(2, 4, 5, 5)], [torch.rand(2, 4, 5, 5)]
+    assert float(perceptual_distance(a, a)) == 0.0 and float(perceptual_distance(a, b)) > 0
+    assert float(perceptual_distance(a, [3 * a[0]])) == pytest.approx(0.0, abs=1e-6)  # unit-normalised per position
+    with pytest.raises(ValueError, match="same"):
+        perceptual_distance(a, a + b)
+    m, _, x, off, on, _ = _objective_without_and_with(w_rec_perceptual=2.0)
+    maps = m.identity_encoder.feature_maps(x)
+    assert len(maps) == 1 + len(m.identity_encoder.stages) and maps[-1].shape[0] == 2
+    perc = on["terms"]["rec_perceptual"]
+    assert float(perc.detach()) > 0
+    want = perceptual_distance(m.identity_encoder.feature_maps(on["x_rec"].detach()), maps)
+    assert float(perc.detach()) == pytest.approx(float(want), rel=1e-4)
+    assert float((on["loss_G"] - off["loss_G"]).detach()) == pytest.approx(2.0 * float(perc.detach()), rel=1e-4,
+                                                                           abs=1e-6)
+    m.zero_grad()
+    perc.backward()
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in m.encoder.parameters())
 
 
 def test_face_region_weight_is_the_ellipse_with_a_feathered_edge():

@@ -174,6 +174,16 @@ class IdentityEncoder(nn.Module):
             if isinstance(m, IBasicBlock):
                 nn.init.constant_(m.bn3.weight, 0)
 
+    def feature_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The stem's and every stage's output for ``images`` (B,3,H,W): ``[(B,C0,S',S'), (B,C1,S'/2,S'/2), ...]``,
+        the feature pyramid a perceptual distance compares (:func:`drdpgan.losses.perceptual_distance`)."""
+        x = self.prelu(self.bn1(self.conv1(resize_to(images, self.cfg.working_size))))
+        maps = [x]
+        for stage in self.stages:
+            x = stage(x)
+            maps.append(x)
+        return maps
+
     def forward(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         x = resize_to(images, self.cfg.working_size)  # (B,3,S,S)
         x = self.prelu(self.bn1(self.conv1(x)))  # (B,C0,S',S')
