@@ -96,3 +96,29 @@ def test_eigenface_small_runs():
     res = eigenface_verification(tr.images, tr.labels, te.images, te.labels, n_components=20, n_pairs=100)
     assert 0.0 <= res["accuracy"] <= 1.0 and 0.0 <= res["auc"] <= 1.0
     assert res["n_same"] == 100 and res["n_diff"] == 100 and np.isfinite(res["threshold"])
+
+
+def test_identity_union_offsets_labels_and_keeps_items_collatable():
+    """IdentityUnion: disjoint people of several datasets as one set of classes (labels offset by the identities
+    before), items with the keys every part has; sizes must agree."""
+    from torch.utils.data import default_collate
+
+    from drdpgan.data.datasets import CoefficientFaces, IdentityUnion, LabeledSubset
+
+    a = CoefficientFaces(torch.zeros(3, 3, 8, 8, dtype=torch.uint8), np.zeros((3, 5)), np.zeros((3, 3)))
+    b = LabeledSubset(CoefficientFaces(torch.full((4, 3, 8, 8), 255, dtype=torch.uint8), np.zeros((4, 5)),
+                                       np.zeros((4, 3))), [0, 2])
+    b.labels = np.array([0, 1])  # two people
+    b.n_identities = 2
+    u = IdentityUnion([a, b])
+    assert len(u) == 5 and u.n_identities == 3 and u.labels.tolist() == [0, 0, 0, 1, 2] and u.image_size == 8
+    item = u[4]
+    assert set(item) == {"image", "identity", "index", "part"} and item["part"] == 1 and item["index"] == 4
+    assert float(item["image"].min()) == 1.0 and float(u[0]["image"].max()) == -1.0
+    batch = default_collate([u[0], u[3], u[4]])
+    assert batch["image"].shape == (3, 3, 8, 8)
+    with pytest.raises(IndexError):
+        u[5]
+    with pytest.raises(ValueError, match="sizes"):
+        IdentityUnion([a, CoefficientFaces(torch.zeros(1, 3, 4, 4, dtype=torch.uint8), np.zeros((1, 5)),
+                                           np.zeros((1, 3)))])

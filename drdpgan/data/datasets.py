@@ -216,6 +216,36 @@ class LabeledSubset(FaceDataset):
         return item
 
 
+class IdentityUnion(FaceDataset):
+    """Several face datasets of disjoint people as one: the k-th dataset's labels are offset by the identities of
+    the ones before it, so ``n_identities`` is their sum (e.g. real training faces beside synthetic ones, one
+    recognizer's classes). Images must share a size. Items hold ``image``, ``identity`` (offset), ``index`` (the
+    position in the union) and ``part`` (which dataset it came from): the keys every part has, so batches collate."""
+
+    def __init__(self, parts: Sequence[FaceDataset]):
+        if not parts:
+            raise ValueError("IdentityUnion needs at least one dataset")
+        sizes = {int(getattr(p, "image_size", 0)) for p in parts}
+        if len(sizes) != 1:
+            raise ValueError(f"the datasets' image sizes differ: {sorted(sizes)}")
+        self.parts = list(parts)
+        self.image_size = sizes.pop()
+        self._offsets = np.cumsum([0] + [int(p.n_identities) for p in self.parts])
+        self._starts = np.cumsum([0] + [len(p) for p in self.parts])
+        self.labels = np.concatenate([np.asarray(p.labels, dtype=np.int64) + off
+                                      for p, off in zip(self.parts, self._offsets)])
+        self.n_identities = int(self._offsets[-1])
+
+    def __getitem__(self, i: int) -> dict:
+        i = int(i)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        k = int(np.searchsorted(self._starts, i, side="right")) - 1
+        item = self.parts[k][i - int(self._starts[k])]
+        return {"image": item["image"], "identity": torch.tensor(int(item["identity"]) + int(self._offsets[k]),
+                                                                 dtype=torch.int64), "index": i, "part": k}
+
+
 def split_identities(ids: Sequence[int], fractions: Sequence[float], seed: int = 0) -> list[np.ndarray]:
     """Shuffle ``ids`` (seeded) and cut them into identity-disjoint groups.
 
