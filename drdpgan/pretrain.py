@@ -417,7 +417,8 @@ def _training_set(network: str, profile: str, r: dict[str, Any], progress: bool)
     * synthetic profiles: :func:`pretraining_faces` (the evaluator on its own identity split);
     * real-face profiles: the identity encoder and evaluator fine-tune the ``init_from`` profile's
       networks on the real training faces (with ``<network>_synthetic_identities`` set, beside the first that many
-      identities of the ``synthetic_from`` profile's pretraining faces, as more classes); the 3D prior trains on
+      identities of the ``synthetic_from`` profile's pretraining faces, as more classes: the evaluator the last that
+      many, beside its own split of the real identities); the 3D prior trains on
       the synthetic pretraining faces plus the real ones with landmark pseudo-labels, repeated ``real_repeats``
       times."""
     from . import stages
@@ -426,24 +427,26 @@ def _training_set(network: str, profile: str, r: dict[str, Any], progress: bool)
     p01 = stages.notebook_params("01_data", profile)
     p02 = stages.notebook_params("02_identity_encoder", profile)
     if p01["dataset"] == "synthetic":
-        train, init, info = pretraining_faces(profile, progress), None, {}
-    elif network == "prior3d":
+        train = pretraining_faces(profile, progress)
+        return (stages.evaluator_subset(train, p02) if network == "evaluator" else train), None, {}
+    if network == "prior3d":
         synthetic = pretraining_faces(r["synthetic_from"], progress)
         real = real_face_labels(profile, "train", progress)
         train = CoefficientFaces.concat([(CoefficientFaces(synthetic.images, synthetic.coeffs["expression"],
                                                            synthetic.coeffs["pose"]), 1), (real, int(r["real_repeats"]))])
-        init, info = None, {"n_real": len(real)}
-    else:
-        train = stages.face_data(p01, progress)["train"]
-        init, info = _initial_weights(r["init_from"], network)
-        n_syn = r.get(f"{network}_synthetic_identities")
-        if n_syn:
-            synthetic = pretraining_faces(r["synthetic_from"], progress)
-            keep = np.flatnonzero(np.asarray(synthetic.labels) < int(n_syn))
-            train = IdentityUnion([train, LabeledSubset(synthetic, keep, relabel=True)])
-            info = {**info, "n_real": len(train.parts[0]), "n_synthetic": len(keep)}
+        return train, None, {"n_real": len(real)}
+    train = stages.face_data(p01, progress)["train"]
+    init, info = _initial_weights(r["init_from"], network)
     if network == "evaluator":
         train = stages.evaluator_subset(train, p02)
+    n_syn = r.get(f"{network}_synthetic_identities")
+    if n_syn:  # the identity encoder takes the first n_syn synthetic identities, the evaluator the last n_syn
+        synthetic = pretraining_faces(r["synthetic_from"], progress)
+        labels = np.asarray(synthetic.labels)
+        keep = np.flatnonzero(labels < int(n_syn) if network == "identity"
+                              else labels >= synthetic.n_identities - int(n_syn))
+        train = IdentityUnion([train, LabeledSubset(synthetic, keep, relabel=True)])
+        info = {**info, "n_real": len(train.parts[0]), "n_synthetic": len(keep)}
     return train, init, info
 
 

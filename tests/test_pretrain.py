@@ -142,3 +142,44 @@ def test_pretrain_prior_end_to_end_on_a_tiny_recipe(tmp_path, monkeypatch):
         assert (tmp_path / "pretrain" / "smoke" / network / "provenance.jsonl").is_file()
     with pytest.raises(ValueError, match="unknown prior"):
         pretrain.pretrain_prior("stylegan3", "smoke", progress=False)
+
+
+def test_real_face_priors_can_train_beside_synthetic_identities(monkeypatch):
+    """<network>_synthetic_identities: the real training faces (the evaluator's own split of them) and, as more
+    classes, the first (identity encoder) or last (evaluator) that many synthetic identities; labels disjoint."""
+    import numpy as np
+
+    from drdpgan import stages
+    from drdpgan.data.datasets import FaceDataset, IdentityUnion, LabeledSubset
+
+    class People(FaceDataset):
+        def __init__(self, n_people, per_person):
+            self.labels = np.repeat(np.arange(n_people), per_person)
+            self.n_identities, self.image_size = n_people, 8
+
+        def __getitem__(self, i):
+            return {"image": torch.zeros(3, 8, 8), "identity": torch.tensor(int(self.labels[i])), "index": int(i)}
+
+    real, synthetic = People(10, 2), People(6, 3)
+    monkeypatch.setattr(stages, "notebook_params", lambda stem, profile: {
+        "dataset": "lfw", "seed": 0, "eval_identity_fraction": 0.5})
+    monkeypatch.setattr(stages, "face_data", lambda p01, progress=True: {"train": real})
+    monkeypatch.setattr(pretrain, "pretraining_faces", lambda profile, progress=True: synthetic)
+    monkeypatch.setattr(pretrain, "_initial_weights", lambda profile, network: ({}, {"init": profile}))
+    n_syn = 2
+    r = {"init_from": "cpu", "synthetic_from": "cpu", "identity_synthetic_identities": n_syn,
+         "evaluator_synthetic_identities": n_syn}
+    for network in ("identity", "evaluator"):
+        train, init, info = pretrain._training_set(network, "lfw", r, progress=False)
+        assert isinstance(train, IdentityUnion) and info["n_synthetic"] == len(train.parts[1]) > 0
+        real_part, syn_part = train.parts
+        assert isinstance(syn_part, LabeledSubset)
+        picked = np.unique(np.asarray(synthetic.labels)[syn_part.indices])
+        want = (np.arange(n_syn) if network == "identity"
+                else np.arange(synthetic.n_identities - n_syn, synthetic.n_identities))
+        assert picked.tolist() == want.tolist()
+        assert train.n_identities == real_part.n_identities + n_syn
+        assert (real_part is real) == (network == "identity")  # the evaluator: its split of the real identities
+        assert set(train.labels[len(real_part):]) == set(range(real_part.n_identities, train.n_identities))
+    train, _, info = pretrain._training_set("identity", "lfw", {"init_from": "cpu"}, progress=False)
+    assert train is real and "n_synthetic" not in info
