@@ -121,17 +121,33 @@ def rewrite_csv_upto(path: Path, step: int) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+def _csv_text(rows: list[list[Any]]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf).writerows(rows)
+    return buf.getvalue()
+
+
 class CSVLog:
     """Append-only CSV with a fixed header (written when the file is new); missing keys stay empty.
 
-    An existing file keeps its own header (a run resumed by newer code that logs more columns): rows are
-    written in that header's order and columns it lacks are left out, so old rows never shift."""
+    An existing file keeps its own columns in their order (a run resumed by newer code): columns the new header
+    adds are appended after them and the file is rewritten once (atomically) with its old rows' new cells empty,
+    so old rows never shift and the new columns are logged from then on."""
 
     def __init__(self, path: Path, header: list[str]):
         self.path, self.header = Path(path), header
         if self.path.is_file():
             with open(self.path, newline="") as f:
-                self.header = next(csv.reader(f), None) or header
+                rows = list(csv.reader(f))
+            old = rows[0] if rows else []
+            if not old:
+                self.header = header
+                atomic_write_text(self.path, _csv_text([header]))
+                return
+            added = [c for c in header if c not in old]
+            self.header = old + added
+            if added:
+                atomic_write_text(self.path, _csv_text([self.header] + [r + [""] * len(added) for r in rows[1:]]))
         else:
             with open(self.path, "w", newline="") as f:
                 csv.writer(f).writerow(header)
