@@ -104,13 +104,12 @@ def _prior_recipes() -> dict[str, dict[str, Any]]:
         # identity encoder and evaluator: fine-tuned on the LFW training identities from the cpu
         # pretraining (synthetic faces: the pretraining that real-face data this scarce needs)
         "init_from": "cpu",
-        # The identity encoder on LFW alone (30 epochs, commit d3dc124; folder kept as identity-try1-lfwonly): LFW test
-        # pairs 0.780 (ROC AUC 0.874) from the cpu encoder's 0.639, training accuracy 0.87 on 3,425 people with 1.8
-        # photos each, who teach a recognizer little of what varies within one person. So it now trains beside the
-        # first 1,000 synthetic identities (20 faces each) as more classes, 12 epochs
-        "identity": IdentityTrainConfig(seed=0, epochs=12, batch_size=128, lr=0.01, warmup_steps=50,
+        # The identity encoder on LFW alone (commit d3dc124): LFW test pairs 0.780 (ROC AUC 0.874) from the cpu encoder's
+        # 0.639, training accuracy 0.87 on 3,425 people with 1.8 photos each. Beside the first 1,000 synthetic
+        # identities (20 faces each, identity_synthetic_identities 1000) as more classes, 12 epochs (commit 810feab,
+        # folder identity-try2-mix1000): 0.722 (ROC AUC 0.801), worse
+        "identity": IdentityTrainConfig(seed=0, epochs=30, batch_size=128, lr=0.01, warmup_steps=50,
                                         margin_warmup_steps=100, checkpoint_every=100),
-        "identity_synthetic_identities": 1000,
         "evaluator": FaceNetTrainConfig(seed=101, epochs=15, batch_size=64, lr=3e-4, warmup_steps=50,
                                         checkpoint_every=100),
         # the 3D prior of real faces: the cpu pretraining faces (true coefficients) plus the LFW
