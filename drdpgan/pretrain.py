@@ -107,8 +107,8 @@ def _prior_recipes() -> dict[str, dict[str, Any]]:
         # identity encoder and evaluator: fine-tuned on the LFW training identities from the cpu
         # pretraining (synthetic faces: the pretraining that real-face data this scarce needs)
         "init_from": "cpu",
-        # The identity encoder on LFW alone (commit d3dc124): LFW test pairs 0.780 (ROC AUC 0.874) from the cpu encoder's
-        # 0.639, training accuracy 0.87 on 3,425 people with 1.8 photos each. Beside the first 1,000 synthetic
+        # The identity encoder on LFW alone (commit d3dc124): LFW test pairs 0.780 (ROC AUC 0.874) from the cpu
+        # encoder's 0.639, training accuracy 0.87 on 3,425 people with 1.8 photos each. Beside the first 1,000 synthetic
         # identities (20 faces each, identity_synthetic_identities 1000) as more classes, 12 epochs (commit 810feab,
         # folder identity-try2-mix1000): 0.722 (ROC AUC 0.801), worse
         "identity": IdentityTrainConfig(seed=0, epochs=30, batch_size=128, lr=0.01, warmup_steps=50,

@@ -23,7 +23,8 @@ torch.set_num_threads(1)
 args = [float(a) for a in sys.argv[1:]]
 if len(args) % 4:
     raise SystemExit("give ellipses as groups of four numbers: CX CY RX RY")
-regions = [tuple(args[i:i + 4]) for i in range(0, len(args), 4)] or [(0.50, 0.485, 0.39, 0.47), (0.50, 0.55, 0.55, 0.52)]
+defaults = [(0.50, 0.485, 0.39, 0.47), (0.50, 0.55, 0.55, 0.52)]  # the synthetic world's ellipse, the lfw recipe's
+regions = [tuple(args[i:i + 4]) for i in range(0, len(args), 4)] or defaults
 data = stages.face_data(stages.notebook_params("01_data", "lfw"), False)["train"]
 idx = list(range(0, len(data), 20))[:300]
 x = images_of(data, idx).float()
