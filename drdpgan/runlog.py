@@ -135,22 +135,16 @@ class CSVLog:
     so old rows never shift and the new columns are logged from then on."""
 
     def __init__(self, path: Path, header: list[str]):
-        self.path, self.header = Path(path), header
+        self.path = Path(path)
+        rows = []
         if self.path.is_file():
             with open(self.path, newline="") as f:
                 rows = list(csv.reader(f))
-            old = rows[0] if rows else []
-            if not old:
-                self.header = header
-                atomic_write_text(self.path, _csv_text([header]))
-                return
-            added = [c for c in header if c not in old]
-            self.header = old + added
-            if added:
-                atomic_write_text(self.path, _csv_text([self.header] + [r + [""] * len(added) for r in rows[1:]]))
-        else:
-            with open(self.path, "w", newline="") as f:
-                csv.writer(f).writerow(header)
+        old = rows[0] if rows else []
+        self.header = old + [c for c in header if c not in old]
+        if self.header != old:  # a new (or empty) file, or columns to add: old rows padded with empty cells
+            atomic_write_text(self.path, _csv_text([self.header] + [r + [""] * (len(self.header) - len(r))
+                                                                     for r in rows[1:]]))
 
     def write(self, row: Mapping[str, Any]) -> None:
         with open(self.path, "a", newline="") as f:
