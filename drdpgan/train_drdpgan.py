@@ -220,6 +220,9 @@ class DRDPGANTrainConfig(DictConfig):
         does not say which). Measured in cpu run 14: the sigmoid critic separated carriers from the grainy
         anonymized faces (scores 1.0 / 0.0004 at step 9,000), where its squared error against 1 has no gradient
         left for G (``ano_dic`` 1.0), then sat at 1.0 on every image from step 10,000 on (``loss_critic`` 1.0).
+    fake_band: ``(s_min, s_max)``, Alg. 1's cosine band for this phase, kept by the model it trains
+        (:meth:`~drdpgan.models.drdpgan.DRDPGAN.set_fake_band`; what a saved model anonymizes with); None: the
+        model's own (the paper's [0.1, 0.4] by default). A narrower band picks fakes less like the real person.
     critic_restart_step: at this step the critic and its optimiser start afresh (the critic's seeded
         initialisation); None, never. For a phase that changes ``critic_output`` after a saturated critic.
     stop_after / max_seconds: end *this call* after that many steps / seconds with a checkpoint
@@ -273,6 +276,7 @@ class DRDPGANTrainConfig(DictConfig):
     critic_highpass: bool = True
     critic_output: str = "sigmoid"
     critic_restart_step: int | None = None
+    fake_band: tuple[float, float] | None = None
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 200
@@ -535,6 +539,8 @@ def train_drdpgan(
         if main:
             rewrite_csv_upto(out / "losses.csv", step)
             rewrite_csv_upto(out / "metrics.csv", step)
+    if cfg.fake_band is not None:  # after the resume checks: the configs above are the model as built
+        model.set_fake_band(*cfg.fake_band)
     ddp.barrier()
     log = CSVLog(out / "losses.csv", ["step", "images"] + LOSS_COLUMNS + ["sec_per_step", "time"]) if main else None
     loop = StepLoop("drdpgan", cfg.steps, step, progress=progress and main, sums=sums, postfix=lambda last: {

@@ -478,3 +478,41 @@ def test_attr_term_holds_the_3d_priors_expression_and_pose_of_the_anonymized_ima
     attr.backward()
     assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in m.mapper.parameters())
     assert all(p.grad is None for p in m.prior3d.parameters())
+
+
+def test_fake_band_phase_trains_and_saves_the_model_with_its_band(tmp_path, data, monkeypatch):
+    """fake_band: a phase after one at the model's band (the paper's [0.1, 0.4]) steers its fakes into its own band,
+    the saved model keeps that band, the model as built is what resume compares, and a
+    resume inside the phase is bit-identical."""
+    from drdpgan.checkpoints import load_model, save_drdpgan
+
+    first = tiny_cfg(steps=2, r1_every=0)
+    second = dataclasses.replace(first, steps=4, fake_band=(0.1, 0.2))
+    band = {}
+    real_step = tdr._train_step
+
+    def spy(model, C, critic, opts, x, cfg_, step, *args, **kwargs):
+        band[step] = (model.fake_identity.cfg.s_min, model.fake_identity.cfg.s_max)  # what Alg. 1 steers into
+        return real_step(model, C, critic, opts, x, cfg_, step, *args, **kwargs)
+
+    monkeypatch.setattr(tdr, "_train_step", spy)
+    built = tiny_model()
+    band_before = (built.cfg.fake.s_min, built.cfg.fake.s_max)
+    train_drdpgan(built, data, first, tmp_path / "a", progress=False)
+    assert (built.cfg.fake.s_min, built.cfg.fake.s_max) == band_before == (0.1, 0.4)
+    model = tiny_model()
+    shared_fake_cfg = model.cfg.fake
+    train_drdpgan(model, data, second, tmp_path / "a", progress=False, earlier=[first])
+    assert (model.cfg.fake.s_max, model.fake_identity.cfg.s_max) == (0.2, 0.2) and shared_fake_cfg.s_max == 0.4
+    assert band == {0: (0.1, 0.4), 1: (0.1, 0.4), 2: (0.1, 0.2), 3: (0.1, 0.2)}
+    loaded, _ = load_model(save_drdpgan(tmp_path / "m.pt", model))
+    assert (loaded.cfg.fake.s_max, loaded.fake_identity.cfg.s_max) == (0.2, 0.2)
+    monkeypatch.setattr(tdr, "_train_step", real_step)
+    train_drdpgan(tiny_model(), data, first, tmp_path / "b", progress=False)
+    train_drdpgan(tiny_model(), data, dataclasses.replace(second, stop_after=3), tmp_path / "b", progress=False,
+                  earlier=[first])
+    train_drdpgan(tiny_model(), data, second, tmp_path / "b", progress=False, earlier=[first])
+    a, b = (torch.load(latest_checkpoint(tmp_path / n), weights_only=False) for n in ("a", "b"))
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    with pytest.raises(ValueError, match="band"):
+        tiny_model().set_fake_band(0.4, 0.1)

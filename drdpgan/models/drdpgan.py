@@ -29,7 +29,7 @@ The three ablation switches of Table 4 are fields of :class:`DRDPGANConfig`:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -162,6 +162,15 @@ class DRDPGAN(nn.Module):
         self.identity_encoder.eval()  # frozen priors never leave eval mode
         self.prior3d.eval()
         return self
+
+    def set_fake_band(self, s_min: float, s_max: float) -> None:
+        """Alg. 1's cosine band ``[s_min, s_max]`` (Sec. 3.2; the paper's [0.1, 0.4]) from now on, in
+        :attr:`cfg` (which a saved model keeps) and in E_Fake's own config; new config objects, so a recipe's
+        shared :class:`FakeIdentityConfig` is left as it is."""
+        if not 0 <= s_min < s_max <= 1:
+            raise ValueError(f"the fake identity band must satisfy 0 <= s_min < s_max <= 1, got [{s_min}, {s_max}]")
+        self.cfg = replace(self.cfg, fake=replace(self.cfg.fake, s_min=s_min, s_max=s_max))
+        self.fake_identity.cfg = replace(self.fake_identity.cfg, s_min=s_min, s_max=s_max)
 
     def param_groups(self, lr_stylegan: float = 1e-4, lr_other: float = 1e-3) -> list[dict]:
         """Adam groups of Sec. 4.1.2: StyleGAN2 blocks at 1e-4, the other trainable parts at 1e-3.
