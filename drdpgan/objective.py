@@ -143,8 +143,10 @@ def generator_objective(model: DRDPGAN, C: nn.Module, critic: nn.Module, x: torc
         "info": information_hiding_loss(logits_bits, hidden),  # Eq. 15
     }
     # G2Face's teacher forcing also detaches the anonymized image: recovery's losses then train the recovery
-    # path only, not the anonymizer (DRDPGANTrainConfig.recover_detached; False, gradients flow through x_anon)
-    r = recover_teacher_forced(model, x_anon.detach() if cfg.recover_detached else x_anon, bits, hidden)
+    # path only, not the anonymizer (DRDPGANTrainConfig.recover_detached; False, gradients flow through x_anon, scaled
+    # by recover_grad_scale)
+    r = recover_teacher_forced(model, _scale_grad(x_anon, 0.0 if cfg.recover_detached else cfg.recover_grad_scale),
+                               bits, hidden)
     x_rec = r["images"]  # (B, 3, R, R)
     e_rec = model.identity_encoder(x_rec)
     rec = {
@@ -186,6 +188,15 @@ def generator_objective(model: DRDPGAN, C: nn.Module, critic: nn.Module, x: torc
     return {"loss_G": loss_G, "terms": terms, "eq16_ano": eq16_ano, "eq16_rec": eq16_rec, "x_anon": x_anon,
             "x_rec": x_rec, "bits": bits, "carrier": hidden, "logits_bits": logits_bits, "f_id": f_id, "f_fake": f_fake,
             "e_anon": e_anon, "e_rec": e_rec, "f_id_decoded": r["f_id_decoded"]}
+
+
+def _scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """``x`` in the forward pass; its gradient times ``scale`` in the backward pass (0: detached, 1: ``x`` itself)."""
+    if scale == 1:
+        return x
+    if scale == 0:
+        return x.detach()
+    return x.detach() + scale * (x - x.detach())
 
 
 @torch.no_grad()

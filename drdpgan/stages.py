@@ -213,12 +213,15 @@ def prior_mode(p: dict[str, Any], name: str = "priors") -> str:
 
 
 def live_params(stem: str, params: dict[str, Any]) -> dict[str, Any]:
-    """For a notebook that loaded shipped networks (``priors="shipped"``): its parameters with the
-    training budget of its own defaults (the small run nbval checks), on the profile's data, and
-    ``priors="train"``, to run the training loop live in a minute or two beside the pretrained network."""
+    """For a notebook that loaded shipped networks (``priors="shipped"``, notebook 09's ``model="shipped"``): its
+    parameters with the training budget of its own defaults (the small run nbval checks), on the profile's data,
+    and its mode parameter at ``"train"``, to run the training loop live in a minute or two beside the pretrained
+    network."""
     from .notebook_params import defaults
 
-    return {**defaults(stem), "profile": params["profile"], "seed": params["seed"], "priors": "train"}
+    p = defaults(stem)
+    mode = "model" if "model" in p else "priors"
+    return {**p, "profile": params["profile"], "seed": params["seed"], mode: "train"}
 
 
 def _shipped(profile: str, network: str):

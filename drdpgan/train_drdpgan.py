@@ -184,6 +184,9 @@ class DRDPGANTrainConfig(DictConfig):
     recover_detached: the recovery pass reads a detached ``x_anon`` (G2Face's teacher forcing): Eq. 12 and the
         recovery L1 train the recovery path only, not the anonymizer; False (the paper's joint objective), their
         gradients also reach the anonymized image.
+    recover_grad_scale: with ``recover_detached`` False, the recovery losses' gradient through ``x_anon`` is scaled
+        by this (1, the paper's; the forward pass is unchanged): between the paper's joint objective and G2Face's
+        teacher forcing. The anonymizer keeps what helps recovery less (0 is ``recover_detached``).
     hiding_warmup_w_anon_pixel: the anonymization L1's weight during the warm-up; None, ``w_anon_pixel`` (one
         weight throughout). A heavy L1 keeps the faces intact while the channel opens; after it, the identity
         losses need room to change the face.
@@ -261,6 +264,7 @@ class DRDPGANTrainConfig(DictConfig):
     hiding_warmup_l1_ramp: bool = True
     hiding_warmup_w_anon_pixel: float | None = None
     recover_detached: bool = False
+    recover_grad_scale: float = 1.0
     joint_lr_ramp_steps: int = 0
     lr_decay_from: int | None = None
     lr_decay_steps: int = 0

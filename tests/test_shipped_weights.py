@@ -116,3 +116,7 @@ def test_live_params_keep_the_profile_and_take_the_notebook_defaults():
     p = stages.live_params("04_stylegan2", {**stages.notebook_params("04_stylegan2", "cpu"), "priors": "shipped"})
     assert p["profile"] == "cpu" and p["priors"] == "train"
     assert p["steps"] == defaults("04_stylegan2")["steps"] != stages.notebook_params("04_stylegan2", "cpu")["steps"]
+    p = stages.live_params("09_training", {**stages.notebook_params("09_training", "cpu"), "model": "shipped"})
+    assert p["profile"] == "cpu" and p["model"] == "train" and "priors" not in p
+    cpu_steps = stages.notebook_params("09_training", "cpu")["train_steps"]
+    assert p["train_steps"] == defaults("09_training")["train_steps"] != cpu_steps

@@ -315,6 +315,28 @@ def test_recover_detached_keeps_recovery_gradients_off_the_anonymized_image(deta
     assert (g is None or float(g.abs().sum()) == 0) == detached
 
 
+def test_recover_grad_scale_scales_the_recovery_gradient_reaching_the_anonymized_image():
+    """recover_grad_scale: the same forward pass (the same losses), and the recovery losses' gradient on x_anon times
+    the scale, between the joint objective (1) and recover_detached (0)."""
+    from drdpgan.models.discriminator import StyleGAN2Discriminator
+    from drdpgan.objective import generator_objective
+
+    x = torch.rand(2, 3, RES, RES) * 2 - 1
+    grads, losses = {}, {}
+    for scale in (1.0, 0.3):
+        m = tiny_model().train()
+        torch.manual_seed(0)
+        C = StyleGAN2Discriminator(m.generator.cfg)
+        critic = SteganalysisCritic(CriticConfig(resolution=RES, base_channels=4, max_channels=8))
+        o = generator_objective(m, C, critic, x, tiny_cfg(recover_grad_scale=scale), step=0, sigma=0.0)
+        o["x_anon"].retain_grad()
+        loss = o["terms"]["rec_pixel"] + o["terms"]["rec_id"]
+        loss.backward()
+        grads[scale], losses[scale] = o["x_anon"].grad, float(loss.detach())
+    assert losses[0.3] == losses[1.0] and float(grads[1.0].abs().sum()) > 0
+    torch.testing.assert_close(grads[0.3], 0.3 * grads[1.0], rtol=1e-4, atol=1e-8)
+
+
 def test_joint_lr_ramp_scales_the_generator_side_after_the_warmup_only(tmp_path, data):
     """joint_lr_ramp_steps: lr factor 1 in the warm-up, (k+1)/ramp for the k-th joint step, then 1; the judges untouched."""
     from drdpgan.train_drdpgan import joint_lr_factor
