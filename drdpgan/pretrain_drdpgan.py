@@ -191,6 +191,23 @@ def build_model(profile: str, progress: bool = True):
     return model.eval(), {"identity": enc_rec, "prior3d": p3d_rec, "stylegan2": g_rec}
 
 
+def checkpoint_model(path: str | Path, profile: str = "cpu", fake: dict[str, Any] | None = None):
+    """``(model, state)``: a DR-DPGAN pretraining checkpoint (``checkpoints/ckpt_*.pt``, or a diagnostic's
+    ``model.pt``) as an eval-mode model of the profile's recipe (:func:`build_model`): its weights, and the fake
+    identity band of the phase that saved it (the stored training config's ``fake_band``, which a finished run's
+    ``drdpgan.pt`` keeps in its model config). ``fake``: :class:`~drdpgan.models.fake_identity.FakeIdentityConfig`
+    fields set on top (the measurement scripts' ``FAKE_CFG``, for a diagnostic run that changed them)."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model, _ = build_model(profile, progress=False)
+    model.load_state_dict(state["model"])
+    band = state.get("configs", {}).get("train", {}).get("fake_band")
+    if band is not None:
+        model.set_fake_band(*band)
+    for k, v in (fake or {}).items():
+        setattr(model.fake_identity.cfg, k, v)
+    return model.eval(), state
+
+
 def _faces(profile: str, progress: bool):
     """Training faces (cpu: the priors' 60k pretraining faces of 3,000 identities) and held-out faces."""
     from . import stages

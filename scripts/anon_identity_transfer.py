@@ -22,7 +22,7 @@ from PIL import Image
 
 from drdpgan.evaluate import identity_cosines
 from drdpgan.pretrain import pretrained_network
-from drdpgan.pretrain_drdpgan import _anonymize_sealed, _sample, build_model
+from drdpgan.pretrain_drdpgan import _anonymize_sealed, _sample, checkpoint_model
 from drdpgan import stages
 from drdpgan.channel import resize
 from drdpgan.repro import make_generator
@@ -31,11 +31,7 @@ torch.set_num_threads(1)
 ckpt = sys.argv[1]
 profile = sys.argv[2] if len(sys.argv) > 2 else "cpu"
 n = int(sys.argv[3]) if len(sys.argv) > 3 else 128
-model, _ = build_model(profile, progress=False)
-for k, v in json.loads(os.environ.get("FAKE_CFG", "{}")).items():  # as scripts/measure_checkpoint.py
-    setattr(model.fake_identity.cfg, k, v)
-model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["model"])
-model.eval()
+model, _ = checkpoint_model(ckpt, profile, json.loads(os.environ.get("FAKE_CFG", "{}")))  # as measure_checkpoint.py
 x = _sample(stages.face_data(stages.notebook_params("01_data", profile), False)["heldout"], n).float()
 gen, rng = make_generator(0), np.random.default_rng(0)
 with torch.no_grad():

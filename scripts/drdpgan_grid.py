@@ -13,14 +13,13 @@ import torch
 
 from drdpgan import protocol, viz
 from drdpgan.evaluate import psnr
-from drdpgan.pretrain_drdpgan import _faces, _sample, build_model
+from drdpgan.pretrain_drdpgan import _faces, _sample, checkpoint_model
 
 torch.set_num_threads(1)
 ckpt, out = sys.argv[1], sys.argv[2]
 profile = sys.argv[3] if len(sys.argv) > 3 else "cpu"
 n = int(sys.argv[4]) if len(sys.argv) > 4 else 8
-model, _ = build_model(profile, progress=False)
-model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["model"])
+model, _ = checkpoint_model(ckpt, profile)
 _, heldout = _faces(profile, progress=False)
 x = _sample(heldout, n).float()
 p0, p1 = protocol.run_paths(model, x, seed=0), protocol.run_paths(model, x, seed=1)

@@ -2,8 +2,9 @@
 
     .venv/bin/python scripts/measure_checkpoint.py CHECKPOINT [PROFILE=cpu] [N=256] [REALISM_N=512]
 
+The checkpoint's phase sets the fake identity band (:func:`drdpgan.pretrain_drdpgan.checkpoint_model`);
 ``FAKE_CFG='{"bank_pick": "uniform"}'`` sets :class:`~drdpgan.models.fake_identity.FakeIdentityConfig` fields of the
-built model (for a ``scripts/joint_diagnostics.py`` run that set them).
+built model on top (for a ``scripts/joint_diagnostics.py`` run that set them).
 
 :func:`drdpgan.pretrain_drdpgan.measure_drdpgan` (held-out faces, sealed with the public evaluation key,
 8-bit PNG, E_P, opened, recovered) on the checkpoint's model; prints every key, and the keys with a target
@@ -15,18 +16,14 @@ import sys
 
 import torch
 
-from drdpgan.pretrain_drdpgan import build_model, measure_drdpgan
+from drdpgan.pretrain_drdpgan import checkpoint_model, measure_drdpgan
 
 torch.set_num_threads(1)
 ckpt = sys.argv[1]
 profile = sys.argv[2] if len(sys.argv) > 2 else "cpu"
 n = int(sys.argv[3]) if len(sys.argv) > 3 else 256
 realism_n = int(sys.argv[4]) if len(sys.argv) > 4 else 512
-model, _ = build_model(profile, progress=False)
-for k, v in json.loads(os.environ.get("FAKE_CFG", "{}")).items():
-    setattr(model.fake_identity.cfg, k, v)
-state = torch.load(ckpt, map_location="cpu", weights_only=False)
-model.load_state_dict(state["model"])
+model, state = checkpoint_model(ckpt, profile, json.loads(os.environ.get("FAKE_CFG", "{}")))
 m = measure_drdpgan(model, profile, n=n, realism_n=realism_n)
 print(json.dumps({"checkpoint": ckpt, "step": state.get("step"), **m}, indent=1, default=str))
 # issue 15, cpu column: (key, "<=" or ">=", target); anon.pose_err_deg against the prior's own error + 2

@@ -7,9 +7,11 @@ The cpu profile's held-out identities split as notebook 10 splits them (``protoc
 opened, recovered; then notebook 12's cpu classifiers (80 px, repeats 2/4/2, batch 64, lr 1e-3, seed 31, started
 from the shipped evaluator's backbone, ``cls_init="evaluator"``) trained on the original, anonymized and recovered
 faces with the originals' labels, each tested on the real test faces. Prints each accuracy, chance, and the ratios
-issue 15 sets targets on.
+issue 15 sets targets on. The checkpoint's phase sets the fake identity band; ``FAKE_CFG`` as in
+``scripts/measure_checkpoint.py``.
 """
 import json
+import os
 import sys
 import time
 
@@ -17,15 +19,13 @@ import numpy as np
 import torch
 
 from drdpgan import protocol, shipped
-from drdpgan.pretrain_drdpgan import EVAL_KEY, _anonymize_sealed, _faces, _open_all, _read, build_model
+from drdpgan.pretrain_drdpgan import EVAL_KEY, _anonymize_sealed, _faces, _open_all, _read, checkpoint_model
 from drdpgan.repro import make_generator
 from drdpgan.stages import images_of
 
 torch.set_num_threads(int(sys.argv[2]) if len(sys.argv) > 2 else 1)
 epochs = int(sys.argv[3]) if len(sys.argv) > 3 else 5
-model, _ = build_model("cpu", progress=False)
-model.load_state_dict(torch.load(sys.argv[1], map_location="cpu", weights_only=False)["model"])
-model.eval()
+model, _ = checkpoint_model(sys.argv[1], "cpu", json.loads(os.environ.get("FAKE_CFG", "{}")))
 _, held = _faces("cpu", False)
 sp = protocol.protocol_split(held.labels, 0.4, 0, 0)
 orig, test = images_of(held, sp["protected"]).float(), images_of(held, sp["test"])

@@ -191,3 +191,20 @@ def test_the_lfw_recipe_is_the_cpu_recipe_with_a_face_ellipse_that_holds_the_cro
     w = face_region_weight(64, region)[0, 0]
     assert w[63, 32] > 0.5 and w[40, 1] > 0.5 and w[40, 62] > 0.5  # chin and cheeks at the crop's edges: face
     assert w[0, 0] == 0 and w[0, 63] == 0  # the top corners: background
+
+
+def test_checkpoint_model_takes_the_band_of_the_phase_that_saved_it(tmp_path, monkeypatch):
+    """checkpoint_model: the weights, the saving phase's fake_band (none stored: the model's own band), and FAKE_CFG
+    fields on top."""
+    import drdpgan.pretrain_drdpgan as pd_
+
+    monkeypatch.setattr(pd_, "build_model", lambda profile, progress=True: (tiny_model(seed=1), {}))
+    trained = tiny_model(seed=2)
+    path = tmp_path / "ckpt.pt"
+    torch.save({"model": trained.state_dict(), "configs": {"train": {"fake_band": [0.1, 0.2]}}}, path)
+    model, state = pd_.checkpoint_model(path, "cpu")
+    assert (model.cfg.fake.s_max, model.fake_identity.cfg.s_max) == (0.2, 0.2) and not model.training
+    assert all(torch.equal(v, trained.state_dict()[k]) for k, v in model.state_dict().items())
+    torch.save({"model": trained.state_dict()}, path)  # a diagnostic's model.pt: no training config
+    assert pd_.checkpoint_model(path, "cpu")[0].fake_identity.cfg.s_max == 0.4
+    assert pd_.checkpoint_model(path, "cpu", {"s_max": 0.25})[0].fake_identity.cfg.s_max == 0.25
