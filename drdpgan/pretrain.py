@@ -66,7 +66,8 @@ def _stylegan2_recipes() -> dict[str, Any]:
     # texture by step 1,000 (README): so G's lr now ramps in over 1,000 steps after the warm-up (g_rampup_steps)
     # Its second run (commit 3a05419, the ramp) held D while G's rate was small, then D fell to chance as the rate
     # passed about 2e-4 (step 800) and the faces turned into streaks by step 1,750; G at 2e-4 (scripts/
-    # stylegan2_diagnostics.py) followed the same path, slower (D's loss 1.27 by step 1,300). Not a working recipe yet
+    # stylegan2_diagnostics.py) followed the same path, slower (D's loss 1.27 by step 1,300), and R1 at gamma 0.1 from
+    # its step 1,000 the same again (1.26 by step 1,300). Not a working recipe yet
     lfw = replace(cpu, steps=6500, diffaugment="color,translation,cutout", d_warmup_steps=500, g_rampup_steps=1000)
     return {"cpu": cpu, "lfw": lfw}
 
