@@ -59,6 +59,24 @@ def identity_loss_anonymize(e_gen: torch.Tensor, f_id: torch.Tensor, f_fake: tor
     return (1 - _cos(f_fake, e_gen) + F.relu(_cos(f_id, e_gen))).mean()
 
 
+#: the mild changes :func:`identity_view` applies (``DRDPGANTrainConfig.anon_id_views``)
+IDENTITY_VIEWS = ("blur", "resize")
+
+
+def identity_view(x: torch.Tensor, name: str) -> torch.Tensor:
+    """A view of images ``x`` (B, 3, R, R) in [-1, 1] a person sees as the same face, differentiable: ``"blur"``,
+    a 3 x 3 Gaussian blur (sigma 0.8); ``"resize"``, bilinear down to 0.75 of the side and back."""
+    from torchvision.transforms.functional import gaussian_blur
+
+    from .channel import resize
+
+    if name == "blur":
+        return gaussian_blur(x, [3, 3], [0.8, 0.8])
+    if name == "resize":
+        return resize(x, 0.75)
+    raise ValueError(f"unknown identity view {name!r}; known: {IDENTITY_VIEWS}")
+
+
 def identity_loss_recover(e_rec: torch.Tensor, f_id: torch.Tensor) -> torch.Tensor:
     """Eq. 12: ``1 - cos(F_id, E(X_rec))``, batch mean."""
     return (1 - _cos(f_id, e_rec)).mean()

@@ -40,6 +40,7 @@ from .losses import (
     face_region_weight,
     identity_loss_anonymize,
     identity_loss_recover,
+    identity_view,
     perceptual_distance,
     total_loss,
 )
@@ -139,7 +140,7 @@ def generator_objective(model: DRDPGAN, C: nn.Module, critic: nn.Module, x: torc
     ano = {
         "adv": adversarial_loss(C(x_anon)),  # Eq. 9
         "dic": discriminative_generator_loss(critic(x_anon)),  # Eq. 10, G side
-        "id": identity_loss_anonymize(e_anon, f_id, f_fake),  # Eq. 11
+        "id": _anonymize_identity_loss(model, x_anon, e_anon, f_id, f_fake, cfg.anon_id_views),  # Eq. 11
         "info": information_hiding_loss(logits_bits, hidden),  # Eq. 15
     }
     # G2Face's teacher forcing also detaches the anonymized image: recovery's losses then train the recovery
@@ -188,6 +189,15 @@ def generator_objective(model: DRDPGAN, C: nn.Module, critic: nn.Module, x: torc
     return {"loss_G": loss_G, "terms": terms, "eq16_ano": eq16_ano, "eq16_rec": eq16_rec, "x_anon": x_anon,
             "x_rec": x_rec, "bits": bits, "carrier": hidden, "logits_bits": logits_bits, "f_id": f_id, "f_fake": f_fake,
             "e_anon": e_anon, "e_rec": e_rec, "f_id_decoded": r["f_id_decoded"]}
+
+
+def _anonymize_identity_loss(model: DRDPGAN, x_anon, e_anon, f_id, f_fake, views: tuple[str, ...]) -> torch.Tensor:
+    """Eq. 11 on ``x_anon``, averaged with Eq. 11 on each of ``views`` of it (:func:`drdpgan.losses.identity_view`;
+    none: the paper's), so that the change of identity survives what does not change a face to a person."""
+    loss = identity_loss_anonymize(e_anon, f_id, f_fake)
+    for name in views:
+        loss = loss + identity_loss_anonymize(model.identity_encoder(identity_view(x_anon, name)), f_id, f_fake)
+    return loss / (1 + len(views))
 
 
 def _scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:

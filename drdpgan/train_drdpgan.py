@@ -187,6 +187,9 @@ class DRDPGANTrainConfig(DictConfig):
     recover_grad_scale: with ``recover_detached`` False, the recovery losses' gradient through ``x_anon`` is scaled
         by this (1, the paper's; the forward pass is unchanged): between the paper's joint objective and G2Face's
         teacher forcing. The anonymizer keeps what helps recovery less (0 is ``recover_detached``).
+    anon_id_views: Eq. 11 is also taken on these views of ``x_anon`` (:data:`drdpgan.losses.IDENTITY_VIEWS`: ``"blur"``,
+        ``"resize"``) and averaged with it (a departure; empty, the paper's). The frozen encoder can be fooled by
+        changes a blur removes (scripts/anon_identity_transfer.py); the views ask for a change that survives them.
     hiding_warmup_w_anon_pixel: the anonymization L1's weight during the warm-up; None, ``w_anon_pixel`` (one
         weight throughout). A heavy L1 keeps the faces intact while the channel opens; after it, the identity
         losses need room to change the face.
@@ -265,6 +268,7 @@ class DRDPGANTrainConfig(DictConfig):
     hiding_warmup_w_anon_pixel: float | None = None
     recover_detached: bool = False
     recover_grad_scale: float = 1.0
+    anon_id_views: tuple[str, ...] = ()
     joint_lr_ramp_steps: int = 0
     lr_decay_from: int | None = None
     lr_decay_steps: int = 0

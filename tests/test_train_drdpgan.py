@@ -538,3 +538,35 @@ def test_fake_band_phase_trains_and_saves_the_model_with_its_band(tmp_path, data
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     with pytest.raises(ValueError, match="band"):
         tiny_model().set_fake_band(0.4, 0.1)
+
+
+def test_anon_id_views_average_eq11_over_views_of_the_anonymized_image():
+    """anon_id_views: Eq. 11 on x_anon averaged with Eq. 11 on each view (blur, resize) of it, the same draws
+    otherwise; the views are differentiable; an unknown view is refused by name."""
+    from drdpgan.losses import identity_loss_anonymize, identity_view
+    from drdpgan.models.discriminator import StyleGAN2Discriminator
+    from drdpgan.objective import generator_objective
+
+    x = torch.rand(2, 3, RES, RES) * 2 - 1
+    outs = {}
+    for views in ((), ("blur", "resize")):
+        m = tiny_model().train()
+        torch.manual_seed(0)
+        C = StyleGAN2Discriminator(m.generator.cfg)
+        critic = SteganalysisCritic(CriticConfig(resolution=RES, base_channels=4, max_channels=8))
+        outs[views] = (m, generator_objective(m, C, critic, x, tiny_cfg(anon_id_views=views), step=0, sigma=0.0))
+    m, o = outs[("blur", "resize")]
+    plain = outs[()][1]
+    assert torch.equal(o["x_anon"].detach(), plain["x_anon"].detach())
+    with torch.no_grad():
+        want = (plain["terms"]["ano_id"]
+                + sum(identity_loss_anonymize(m.identity_encoder(identity_view(o["x_anon"], v)), o["f_id"], o["f_fake"])
+                      for v in ("blur", "resize"))) / 3
+    torch.testing.assert_close(o["terms"]["ano_id"].detach(), want)
+    assert not torch.allclose(o["terms"]["ano_id"].detach(), plain["terms"]["ano_id"].detach())
+    img = torch.rand(1, 3, RES, RES, requires_grad=True) * 2 - 1
+    for v in ("blur", "resize"):
+        assert identity_view(img, v).shape == img.shape
+    identity_view(img, "blur").sum().backward()
+    with pytest.raises(ValueError, match="unknown identity view 'jpeg'"):
+        identity_view(img, "jpeg")
