@@ -5,26 +5,25 @@
 Anonymizes ``N`` held-out faces (as :func:`drdpgan.pretrain_drdpgan.measure_drdpgan`: sealed, saved as 8-bit) and
 prints the cosine between each anonymized face and its original in the frozen training identity encoder (the one
 Eq. 11 trains against) and in the pretrained evaluator (the judge), on the images as they are and after mild
-changes a person would not notice: bilinear resize to 0.75 and back, a 3 x 3 Gaussian blur (sigma 0.8), JPEG 90,
-a horizontal flip of both images. An anonymization that changes the person moves every column alike; one tuned to
+changes a person would not notice: bilinear resize to 0.75 and back, a 3 x 3 Gaussian blur (sigma 0.8; both
+:func:`drdpgan.losses.identity_view`), JPEG 90 (PIL, :func:`drdpgan.protocol.as_jpeg`), a horizontal flip of both
+images. An anonymization that changes the person moves every column alike; one tuned to
 the training encoder's weak spots shows a low training-encoder cosine that rises under the changes, while the
 evaluator's stays high.
 """
-import io
 import json
 import os
 import sys
 
 import numpy as np
 import torch
-import torchvision.transforms.functional as TF
-from PIL import Image
 
 from drdpgan.evaluate import identity_cosines
 from drdpgan.pretrain import pretrained_network
 from drdpgan.pretrain_drdpgan import _anonymize_sealed, _sample, checkpoint_model
 from drdpgan import stages
-from drdpgan.channel import resize
+from drdpgan.losses import identity_view
+from drdpgan.protocol import as_jpeg
 from drdpgan.repro import make_generator
 
 torch.set_num_threads(1)
@@ -37,18 +36,8 @@ gen, rng = make_generator(0), np.random.default_rng(0)
 with torch.no_grad():
     anon = torch.cat([_anonymize_sealed(model, x[s:s + 32], gen, rng)[0] for s in range(0, n, 32)]).float()
 
-
-def jpeg90(t):
-    out = []
-    for im in t:
-        buf = io.BytesIO()
-        TF.to_pil_image(((im.clamp(-1, 1) + 1) / 2)).save(buf, "JPEG", quality=90)
-        out.append(TF.to_tensor(Image.open(io.BytesIO(buf.getvalue()))) * 2 - 1)
-    return torch.stack(out)
-
-
-changes = {"as is": lambda t: t, "resize 0.75": lambda t: resize(t, 0.75),
-           "blur": lambda t: TF.gaussian_blur(t, 3, 0.8), "jpeg 90": jpeg90, "flip": lambda t: t.flip(-1)}
+changes = {"as is": lambda t: t, "resize 0.75": lambda t: identity_view(t, "resize"),
+           "blur": lambda t: identity_view(t, "blur"), "jpeg 90": lambda t: as_jpeg(t, 90), "flip": lambda t: t.flip(-1)}
 evaluator, _ = pretrained_network(profile, "evaluator")
 rows = {}
 for name, f in changes.items():
