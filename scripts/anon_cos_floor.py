@@ -45,7 +45,7 @@ if os.environ.get("BAND"):
     s_min, s_max = (float(v) for v in os.environ["BAND"].split(","))
     encoder, _ = pretrained_network(profile, "identity")
     with torch.no_grad():
-        e = torch.nn.functional.normalize(torch.cat([encoder(x[s:s + 64]) for s in range(0, n, 64)]), dim=-1)
+        e = torch.cat([encoder(x[s:s + 64]) for s in range(0, n, 64)])  # (N, D), unit vectors
     cos = e @ e.T  # (N, N) training-encoder cosines between the held-out faces
     ok = (cos >= s_min) & (cos <= s_max) & (ids[None, :] != ids[:, None])
     no_partner = 0

@@ -61,9 +61,8 @@ class SteganalysisCritic(nn.Module):
     """``Critic``: image (B, 3, R, R) in [-1, 1] -> score (B,) in (0, 1) (1 = carrier / original).
 
     ``forward(x)`` = ``sigmoid(logits(x))`` (``cfg.output`` "linear": ``logits(x)``, unbounded); use it in
-    Eq. 10 (``drdpgan.losses.discriminative_loss``
-    and ``discriminative_generator_loss``). No batch norm, so a batch of originals and a batch of
-    stego images are judged independently of each other.
+    Eq. 10 (``drdpgan.losses.discriminative_loss`` and ``discriminative_generator_loss``). No batch norm,
+    so a batch of originals and a batch of stego images are judged independently of each other.
     """
 
     def __init__(self, cfg: CriticConfig | None = None):
