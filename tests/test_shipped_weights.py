@@ -120,3 +120,20 @@ def test_live_params_keep_the_profile_and_take_the_notebook_defaults():
     assert p["profile"] == "cpu" and p["model"] == "train" and "priors" not in p
     cpu_steps = stages.notebook_params("09_training", "cpu")["train_steps"]
     assert p["train_steps"] == defaults("09_training")["train_steps"] != cpu_steps
+
+
+@pytest.mark.parametrize("profile,mode", [("smoke", "train"), ("cpu", "shipped"), ("lfw", "train")])
+def test_profiles_load_shipped_priors_only_where_all_ship(profile, mode, monkeypatch):
+    """A profile loads shipped priors once every one of its networks meets its targets and ships (cpu); the others
+    train theirs at the notebooks' budgets (lfw aliases cpu's entries, so it must say ``train`` itself)."""
+    from drdpgan import stages
+
+    monkeypatch.delenv("DRDPGAN_RETRAIN", raising=False)
+    networks = {"02_identity_encoder": ("identity", "evaluator"), "03_prior3d": ("prior3d",),
+                "04_stylegan2": ("stylegan2",)}
+    for stem, nets in networks.items():
+        assert stages.prior_mode(stages.notebook_params(stem, profile)) == mode, stem
+        if mode == "shipped":
+            assert all(f"{profile}/{n}" in shipped.manifest() for n in nets), stem
+    monkeypatch.setenv("DRDPGAN_RETRAIN", "1")
+    assert stages.prior_mode(stages.notebook_params("04_stylegan2", profile)) == "train"
