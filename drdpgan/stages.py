@@ -239,7 +239,9 @@ def _shipped(profile: str, network: str):
 
 def prior_params(profile: str) -> dict[str, dict[str, Any]]:
     """Parameters of notebooks 01-04 for ``profile`` (what fixes the priors a DR-DPGAN wraps), without
-    ``num_threads`` (threads do not change what is trained): the prior part of later cache keys."""
+    ``num_threads`` (threads do not change what is trained): the prior part of later cache keys. A notebook whose
+    networks are shipped contributes its mode and the shipped files' digests only: its training budget is not what
+    is loaded, and its measurement sizes (``realism_num``, ``verif_pairs``) change no network."""
     from . import shipped
 
     networks = {"02_identity_encoder": ("identity", "evaluator"), "03_prior3d": ("prior3d",),
@@ -252,7 +254,8 @@ def prior_params(profile: str) -> dict[str, dict[str, Any]]:
             p["priors"] = prior_mode(p)
             if p["priors"] == "shipped":
                 man = shipped.manifest()
-                p["shipped_sha256"] = [man.get(f"{profile}/{n}", {}).get("sha256") for n in networks[stem]]
+                p = {"priors": "shipped",
+                     "shipped_sha256": [man.get(f"{profile}/{n}", {}).get("sha256") for n in networks[stem]]}
         out[stem] = p
     return out
 

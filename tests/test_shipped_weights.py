@@ -137,3 +137,22 @@ def test_profiles_load_shipped_priors_only_where_all_ship(profile, mode, monkeyp
             assert all(f"{profile}/{n}" in shipped.manifest() for n in nets), stem
     monkeypatch.setenv("DRDPGAN_RETRAIN", "1")
     assert stages.prior_mode(stages.notebook_params("04_stylegan2", profile)) == "train"
+
+
+def test_shipped_priors_key_later_caches_by_their_digests_only(monkeypatch):
+    """With shipped priors, a measurement size or an unused training budget of notebooks 02-04 leaves the key of
+    every later cache unchanged; trained priors key it by their parameters."""
+    from drdpgan import stages
+
+    monkeypatch.delenv("DRDPGAN_RETRAIN", raising=False)
+    before = stages.prior_params("cpu")
+    assert before["04_stylegan2"] == {"priors": "shipped", "shipped_sha256": [shipped.manifest()["cpu/stylegan2"]["sha256"]]}
+    real = stages.notebook_params
+
+    def changed(stem, profile):
+        p = real(stem, profile)
+        return {**p, "realism_num": 7, "steps": 1} if stem == "04_stylegan2" else p
+
+    monkeypatch.setattr(stages, "notebook_params", changed)
+    assert stages.prior_params("cpu") == before
+    assert stages.prior_params("smoke")["04_stylegan2"]["realism_num"] == 7
