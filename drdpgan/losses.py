@@ -97,11 +97,23 @@ def face_region_weight(size: int, region: tuple[float, float, float, float], fea
     return (1 - (r - 1) / edge).clamp(0, 1)[None, None]
 
 
+def region_l1(x_gen: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean L1 between ``x_gen`` and ``x`` (B, C, R, R), each pixel weighted by ``weight`` (1, 1, R, R) and
+    normalised by that weight's sum."""
+    w = weight.to(x_gen.dtype)
+    return ((x_gen - x).abs() * w).sum() / (w.sum() * x_gen.shape[0] * x_gen.shape[1]).clamp_min(1e-8)
+
+
 def background_l1(x_gen: torch.Tensor, x: torch.Tensor, face_weight: torch.Tensor) -> torch.Tensor:
     """Mean L1 between ``x_gen`` and ``x`` (B, 3, R, R) over the pixels outside the face region, each weighted by
     ``1 - face_weight`` (:func:`face_region_weight`) and normalised by that weight's sum."""
-    bg = (1 - face_weight).to(x_gen.dtype)  # (1, 1, R, R)
-    return ((x_gen - x).abs() * bg).sum() / (bg.sum() * x_gen.shape[0] * x_gen.shape[1]).clamp_min(1e-8)
+    return region_l1(x_gen, x, 1 - face_weight)
+
+
+def high_pass(x: torch.Tensor) -> torch.Tensor:
+    """``x`` minus its 3 x 3 box blur (edges replicated), (B, C, R, R): the detail a slight blur removes."""
+    blur = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    return x - blur
 
 
 def perceptual_distance(maps_a: list[torch.Tensor], maps_b: list[torch.Tensor]) -> torch.Tensor:

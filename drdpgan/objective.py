@@ -7,7 +7,7 @@ teacher-forced with the true bits, and the loss terms
     anonymize:  adv (Eq. 9), dic (Eq. 10, G side), id (Eq. 11), info (Eq. 15)
     recover:    adv, dic, id (Eq. 12)
     extras:     code (1 - cos(decode(bits), F_id)), rec_pixel, anon_pixel, hide_footprint, attr,
-                anon_background, rec_background, rec_perceptual   (weights 0 = the paper)
+                anon_background, rec_background, rec_perceptual, rec_face, rec_detail   (weights 0 = the paper)
     loss_G = Eq. 16 for each process + the weighted extras
 
 :func:`judge_losses` is the judges' side: the StyleGAN2 discriminator C (logistic, anonymized and
@@ -38,10 +38,12 @@ from .losses import (
     discriminative_loss,
     discriminator_logistic_loss,
     face_region_weight,
+    high_pass,
     identity_loss_anonymize,
     identity_loss_recover,
     identity_view,
     perceptual_distance,
+    region_l1,
     total_loss,
 )
 from .models.drdpgan import DRDPGAN
@@ -170,6 +172,12 @@ def generator_objective(model: DRDPGAN, C: nn.Module, critic: nn.Module, x: torc
             extras["anon_background"] = background_l1(x_anon, x, face)
         if cfg.w_rec_background > 0:  # and from x_anon on into x_rec
             extras["rec_background"] = background_l1(x_rec, x, face)
+    if cfg.w_rec_face > 0 or cfg.w_rec_detail > 0:  # L1 inside the face ellipse: the pixels and their fine detail
+        face = face_region_weight(x.shape[-1], tuple(cfg.face_region), device=x.device)  # (1, 1, R, R)
+        if cfg.w_rec_face > 0:
+            extras["rec_face"] = region_l1(x_rec, x, face)
+        if cfg.w_rec_detail > 0:
+            extras["rec_detail"] = region_l1(high_pass(x_rec), high_pass(x), face)
     if cfg.w_rec_perceptual > 0:  # the frozen identity encoder's feature pyramid of x_rec against x's
         with torch.no_grad():
             target_maps = model.identity_encoder.feature_maps(x)
@@ -184,7 +192,8 @@ def generator_objective(model: DRDPGAN, C: nn.Module, critic: nn.Module, x: torc
               + cfg.w_attr * extras.get("attr", 0.0)
               + cfg.w_anon_background * extras.get("anon_background", 0.0)
               + cfg.w_rec_background * extras.get("rec_background", 0.0)
-              + cfg.w_rec_perceptual * extras.get("rec_perceptual", 0.0))
+              + cfg.w_rec_perceptual * extras.get("rec_perceptual", 0.0)
+              + cfg.w_rec_face * extras.get("rec_face", 0.0) + cfg.w_rec_detail * extras.get("rec_detail", 0.0))
     terms = {**{f"ano_{k}": v for k, v in ano.items()}, **{f"rec_{k}": v for k, v in rec.items()}, **extras}
     return {"loss_G": loss_G, "terms": terms, "eq16_ano": eq16_ano, "eq16_rec": eq16_rec, "x_anon": x_anon,
             "x_rec": x_rec, "bits": bits, "carrier": hidden, "logits_bits": logits_bits, "f_id": f_id, "f_fake": f_fake,

@@ -92,7 +92,8 @@ def test_steps_finite_csv_columns_and_plot(tmp_path, data):
     df = pd.read_csv(tmp_path / "losses.csv")
     assert list(df.columns) == ["step", "images"] + LOSS_COLUMNS + ["sec_per_step", "time"]
     assert df["step"].tolist() == [1, 2, 3]
-    weighed_only = ["hide_footprint", "attr", "anon_background", "rec_background", "rec_perceptual"]
+    weighed_only = ["hide_footprint", "attr", "anon_background", "rec_background", "rec_perceptual", "rec_face",
+                   "rec_detail"]
     cols = [c for c in LOSS_COLUMNS if c != "r1" and c not in weighed_only]  # r1 on lazy-R1 steps; others when weighed
     assert df[weighed_only].isna().all().all()
     assert df[cols].notna().all().all() and df[cols].map(lambda v: abs(v) < 1e6).all().all()
@@ -426,6 +427,32 @@ def test_rec_perceptual_compares_the_identity_encoders_pyramid_and_trains_the_re
                                                                            abs=1e-6)
     m.zero_grad()
     perc.backward()
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in m.encoder.parameters())
+
+
+def test_rec_face_and_detail_weigh_the_recovered_face_and_its_fine_detail():
+    """w_rec_face: L1 of x_rec against x inside the face ellipse only; w_rec_detail: the same on the images minus
+    their 3 x 3 blur, 0 for a constant offset; both weighed into loss_G, their gradient reaching the recovery path."""
+    from drdpgan.losses import face_region_weight, high_pass, region_l1
+
+    x = torch.rand(2, 3, 16, 16)
+    face = face_region_weight(16, (0.5, 0.5, 0.3, 0.3))
+    y = x.clone()
+    y[..., 0, 0] += 1.0  # a corner pixel: outside the face
+    assert float(region_l1(y, x, face)) == 0.0 and float(region_l1(y, x, 1 - face)) > 0
+    assert float(region_l1(high_pass(x + 0.5), high_pass(x), face)) == pytest.approx(0.0, abs=1e-6)
+    blur = x - high_pass(x)
+    assert float(region_l1(high_pass(blur), high_pass(x), face)) > 0  # a blur loses detail the term sees
+    m, _, x, off, on, cfg = _objective_without_and_with(w_rec_face=2.0, w_rec_detail=3.0)
+    face = face_region_weight(x.shape[-1], tuple(cfg.face_region))
+    rec = on["x_rec"].detach()
+    assert float(on["terms"]["rec_face"].detach()) == pytest.approx(float(region_l1(rec, x, face)), rel=1e-4)
+    assert float(on["terms"]["rec_detail"].detach()) == pytest.approx(
+        float(region_l1(high_pass(rec), high_pass(x), face)), rel=1e-4)
+    extra = 2.0 * float(on["terms"]["rec_face"].detach()) + 3.0 * float(on["terms"]["rec_detail"].detach())
+    assert float((on["loss_G"] - off["loss_G"]).detach()) == pytest.approx(extra, rel=1e-4, abs=1e-6)
+    m.zero_grad()
+    on["terms"]["rec_detail"].backward()
     assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in m.encoder.parameters())
 
 
