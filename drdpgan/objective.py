@@ -166,17 +166,15 @@ def generator_objective(model: DRDPGAN, C: nn.Module, critic: nn.Module, x: torc
         with torch.no_grad():
             cover = model.render(a["ws"], x, None, feats=a["feats"])["images"]
         extras["hide_footprint"] = (x_anon - cover).abs().mean()
-    if cfg.w_anon_background > 0 or cfg.w_rec_background > 0:  # L1 outside the aligned crop's face ellipse
+    if max(cfg.w_anon_background, cfg.w_rec_background, cfg.w_rec_face, cfg.w_rec_detail) > 0:
         face = face_region_weight(x.shape[-1], tuple(cfg.face_region), device=x.device)  # (1, 1, R, R)
-        if cfg.w_anon_background > 0:  # the background E_G should carry into x_anon
+        if cfg.w_anon_background > 0:  # L1 outside the face ellipse: the background E_G should carry into x_anon
             extras["anon_background"] = background_l1(x_anon, x, face)
         if cfg.w_rec_background > 0:  # and from x_anon on into x_rec
             extras["rec_background"] = background_l1(x_rec, x, face)
-    if cfg.w_rec_face > 0 or cfg.w_rec_detail > 0:  # L1 inside the face ellipse: the pixels and their fine detail
-        face = face_region_weight(x.shape[-1], tuple(cfg.face_region), device=x.device)  # (1, 1, R, R)
-        if cfg.w_rec_face > 0:
+        if cfg.w_rec_face > 0:  # L1 inside it: the recovered face's pixels ...
             extras["rec_face"] = region_l1(x_rec, x, face)
-        if cfg.w_rec_detail > 0:
+        if cfg.w_rec_detail > 0:  # ... and their fine detail
             extras["rec_detail"] = region_l1(high_pass(x_rec), high_pass(x), face)
     if cfg.w_rec_perceptual > 0:  # the frozen identity encoder's feature pyramid of x_rec against x's
         with torch.no_grad():

@@ -237,6 +237,11 @@ def _shipped(profile: str, network: str):
     return model, info
 
 
+#: the shipped networks each prior notebook loads (``priors="shipped"``)
+PRIOR_NETWORKS = {"02_identity_encoder": ("identity", "evaluator"), "03_prior3d": ("prior3d",),
+                  "04_stylegan2": ("stylegan2",)}
+
+
 def prior_params(profile: str) -> dict[str, dict[str, Any]]:
     """Parameters of notebooks 01-04 for ``profile`` (what fixes the priors a DR-DPGAN wraps), without
     ``num_threads`` (threads do not change what is trained): the prior part of later cache keys. A notebook whose
@@ -244,18 +249,16 @@ def prior_params(profile: str) -> dict[str, dict[str, Any]]:
     is loaded, and its measurement sizes (``realism_num``, ``verif_pairs``) change no network."""
     from . import shipped
 
-    networks = {"02_identity_encoder": ("identity", "evaluator"), "03_prior3d": ("prior3d",),
-                "04_stylegan2": ("stylegan2",)}
     out = {}
     for stem in ("01_data", "02_identity_encoder", "03_prior3d", "04_stylegan2"):
         p = notebook_params(stem, profile)
         p.pop("num_threads", None)
-        if stem in networks:  # what is actually loaded: the mode in force and the shipped files' digests
+        if stem in PRIOR_NETWORKS:  # what is actually loaded: the mode in force and the shipped files' digests
             p["priors"] = prior_mode(p)
             if p["priors"] == "shipped":
                 man = shipped.manifest()
                 p = {"priors": "shipped",
-                     "shipped_sha256": [man.get(f"{profile}/{n}", {}).get("sha256") for n in networks[stem]]}
+                     "shipped_sha256": [man.get(f"{profile}/{n}", {}).get("sha256") for n in PRIOR_NETWORKS[stem]]}
         out[stem] = p
     return out
 

@@ -129,9 +129,7 @@ def test_profiles_load_shipped_priors_only_where_all_ship(profile, mode, monkeyp
     from drdpgan import stages
 
     monkeypatch.delenv("DRDPGAN_RETRAIN", raising=False)
-    networks = {"02_identity_encoder": ("identity", "evaluator"), "03_prior3d": ("prior3d",),
-                "04_stylegan2": ("stylegan2",)}
-    for stem, nets in networks.items():
+    for stem, nets in stages.PRIOR_NETWORKS.items():
         assert stages.prior_mode(stages.notebook_params(stem, profile)) == mode, stem
         if mode == "shipped":
             assert all(f"{profile}/{n}" in shipped.manifest() for n in nets), stem
