@@ -158,8 +158,9 @@ def _recipes() -> dict[str, dict[str, Any]]:
     # payloads 0.76 against 0.58, for anon.cos 0.156 against 0.126 (face detection 0.770 against 0.771)
     # A sixth phase, 300 steps, for anonymization: fakes from [0.1, 0.2] instead of Alg. 1's [0.1, 0.4] (fake_band; the
     # step-12,000 model measured with that band, no training: anon.cos 0.108 against 0.156, face detection 0.811 (the
-    # originals 0.824 on those 512 faces), recovery unchanged; scripts/anon_cos_floor.py: an anonymizer that keeps every attribute and renders a
-    # fake from the band exactly would score -0.009, from [0.1, 0.4] 0.066), the recovery pass reading a detached x_anon
+    # originals 0.824 on those 512 faces), recovery unchanged; scripts/anon_cos_floor.py: an anonymizer that keeps
+    # every attribute and renders a fake from the band exactly would score -0.009, from [0.1, 0.4] 0.066), the
+    # recovery pass reading a detached x_anon
     # (recover_detached, G2Face's teacher forcing: the recovery terms no longer ask the anonymized face to keep the
     # person), and the recovery L1 and perceptual terms at 6 and 3 to make up for it. The step-12,000 checkpoint
     # continued 300 steps (scripts/joint_diagnostics.py, FROM_CKPT; scripts/measure_checkpoint.py CKPT cpu 256 512 with

@@ -144,7 +144,8 @@ def test_shipped_priors_key_later_caches_by_their_digests_only(monkeypatch):
 
     monkeypatch.delenv("DRDPGAN_RETRAIN", raising=False)
     before = stages.prior_params("cpu")
-    assert before["04_stylegan2"] == {"priors": "shipped", "shipped_sha256": [shipped.manifest()["cpu/stylegan2"]["sha256"]]}
+    digest = shipped.manifest()["cpu/stylegan2"]["sha256"]
+    assert before["04_stylegan2"] == {"priors": "shipped", "shipped_sha256": [digest]}
     real = stages.notebook_params
 
     def changed(stem, profile):
