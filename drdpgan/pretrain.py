@@ -10,6 +10,7 @@ same machine and thread count, see :mod:`drdpgan.train_stylegan2`)::
     python -m drdpgan.pretrain identity|evaluator|prior3d --profile cpu [--threads 1]
     python -m drdpgan.pretrain drdpgan --profile cpu    (DR-DPGAN itself, from the above: drdpgan.pretrain_drdpgan)
     python -m drdpgan.pretrain status --profile cpu
+    python -m drdpgan.pretrain stash --network drdpgan --profile cpu   (carry an unfinished run in git: drdpgan.run_stash)
 
 ``steps`` is the total to reach; raising it later continues the same run (the recipe below
 must otherwise stay the same, which the trainer checks). Every start and resume appends one
@@ -28,6 +29,7 @@ import csv
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -628,16 +630,28 @@ def export_network(network: str, profile: str, dtype: str = "float16") -> dict[s
     logs = [folder / name for name in ("losses.csv", "metrics.csv") if (folder / name).is_file()]
     logs += sorted((folder / "samples").glob("step_*.png"))[-1:]  # the last sample grid
     logs += sorted((folder / "state").glob("*_history.json")) + sorted(folder.glob("code_history.json"))
-    refs = None
-    if network == "drdpgan":  # the frozen priors are the shipped ones: name them instead of storing them again
-        from . import shipped
+    entry = export(profile, network, ck, folder, metrics, metrics_stored, check, dtype=dtype, extra=train_info,
+                   logs=logs, provenance=attest_provenance(read_provenance(folder)),
+                   referenced_parts=frozen_shipped_parts(profile, network) or None)
+    from .run_stash import stash_dir
 
-        refs = {}
-        for attr, net in (("identity_encoder", "identity"), ("prior3d", "prior3d")):
-            part, part_info = shipped.load(profile, net)
-            refs[attr] = (part, {"profile": profile, "network": net, "sha256": part_info["manifest"]["sha256"]})
-    return export(profile, network, ck, folder, metrics, metrics_stored, check, dtype=dtype, extra=train_info, logs=logs,
-                  provenance=attest_provenance(read_provenance(folder)), referenced_parts=refs)
+    shutil.rmtree(stash_dir(profile, network), ignore_errors=True)  # the run's carried state: its model ships now
+    return entry
+
+
+def frozen_shipped_parts(profile: str, network: str) -> dict[str, tuple[Any, dict[str, Any]]]:
+    """The frozen parts of ``network`` that are the profile's shipped networks, named instead of stored again
+    in an export or a stash (:func:`drdpgan.checkpoints.strip_referenced_parts`): attribute -> (the shipped
+    network as loaded, ``{"profile", "network", "sha256"}``); empty for every network but DR-DPGAN."""
+    if network != "drdpgan":
+        return {}
+    from . import shipped
+
+    refs = {}
+    for attr, net in (("identity_encoder", "identity"), ("prior3d", "prior3d")):
+        part, info = shipped.load(profile, net)
+        refs[attr] = (part, {"profile": profile, "network": net, "sha256": info["manifest"]["sha256"]})
+    return refs
 
 
 def status(profile: str) -> dict[str, Any]:
@@ -667,8 +681,10 @@ def status(profile: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m drdpgan.pretrain", description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=["stylegan2", "identity", "evaluator", "prior3d", "drdpgan", "status", "export"])
-    ap.add_argument("--network", help="for export: which finished run to ship")
+    ap.add_argument("what", choices=["stylegan2", "identity", "evaluator", "prior3d", "drdpgan", "status", "export",
+                                     "stash"])
+    ap.add_argument("--network", help="for export: which finished run to ship; for stash: which unfinished run to "
+                                      "carry in pretrain_state/ (drdpgan.run_stash)")
     ap.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="for export")
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--steps", type=int, default=None, help="total steps to reach (default: the recipe's)")
@@ -684,6 +700,15 @@ def main(argv: list[str] | None = None) -> int:
             ap.error("export needs --network")
         entry = export_network(a.network, a.profile, a.dtype)
         print(json.dumps({k: v for k, v in entry.items() if k != "provenance"}, indent=1, default=float))
+        return 0
+    if a.what == "stash":
+        from . import run_stash
+
+        if a.network not in run_stash.NETWORKS:
+            ap.error(f"stash needs --network {' or '.join(run_stash.NETWORKS)} (the runs that resume from checkpoints/)")
+        info = run_stash.stash(work_dir(a.profile, a.network), run_stash.stash_dir(a.profile, a.network),
+                               frozen_shipped_parts(a.profile, a.network))
+        print(json.dumps({k: v for k, v in info.items() if k != "code"}, indent=1))
         return 0
     import torch
 
@@ -706,6 +731,16 @@ def main(argv: list[str] | None = None) -> int:
     from . import distributed as ddp
 
     ddp.init_from_env(a.device)  # under torchrun --nproc_per_node=N: join the process group (drdpgan.distributed)
+    from . import run_stash
+
+    if a.what in run_stash.NETWORKS and ddp.is_main():  # a run carried over in pretrain_state/ goes on from there
+        out = work_dir(a.profile, a.what)
+        info = run_stash.restore(run_stash.stash_dir(a.profile, a.what), out)
+        if info is not None:
+            record_provenance(out, {"network": a.what, "profile": a.profile, "restored_from_stash": info["step"],
+                                    "stash_time": info["time"], "stash_commit": info["code"].get("commit")})
+            print(f"restored {out} at step {info['step']} from {run_stash.stash_dir(a.profile, a.what)}", flush=True)
+    ddp.barrier()
     if a.what == "stylegan2":
         metrics = pretrain_stylegan2(a.profile, a.steps, progress=not a.quiet)[1]
     elif a.what == "drdpgan":

@@ -1,0 +1,128 @@
+"""drdpgan.run_stash: an unfinished run carried through a tracked folder resumes bit-identically."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+import drdpgan.shipped as shipped
+from drdpgan.checkpoints import CheckpointError
+from drdpgan.run_stash import restore, stash, stash_dir
+from drdpgan.runlog import latest_checkpoint
+from drdpgan.train_drdpgan import LOSS_COLUMNS, DRDPGANTrainConfig, train_drdpgan
+from toys import RES, ToyCircles, tiny_model
+
+
+def tiny_cfg(**kw) -> DRDPGANTrainConfig:
+    base = dict(steps=4, batch_size=2, log_every=1, checkpoint_every=100, r1_every=2, seed=3,
+                critic_base_channels=4, critic_max_channels=8)
+    return DRDPGANTrainConfig(**{**base, **kw})
+
+
+@pytest.fixture
+def shipped_priors(monkeypatch):
+    """The tiny model's frozen identity encoder and 3D prior as if they were shipped networks."""
+    frozen = tiny_model()
+    nets = {"identity": frozen.identity_encoder, "prior3d": frozen.prior3d}
+    monkeypatch.setattr(shipped, "load", lambda profile, net, verify=True: (
+        nets[net], {"manifest": {"sha256": f"sha-of-{net}"}}))
+    return {attr: (nets[net], {"profile": "toy", "network": net, "sha256": f"sha-of-{net}"})
+            for attr, net in (("identity_encoder", "identity"), ("prior3d", "prior3d"))}
+
+
+def test_a_stashed_run_restored_elsewhere_ends_bit_identical_to_an_uninterrupted_one(tmp_path, shipped_priors):
+    data = ToyCircles(n=16, resolution=RES, seed=0)
+    straight = tiny_model()
+    train_drdpgan(straight, data, tiny_cfg(), tmp_path / "straight", progress=False)
+
+    run = tmp_path / "machine1" / "drdpgan"
+    r = train_drdpgan(tiny_model(), data, tiny_cfg(stop_after=2), run, progress=False)
+    assert r["stopped_early"] and r["step"] == 2
+    (run / "code.pt").write_bytes(b"stage cache")
+    (run / "provenance.jsonl").write_text('{"commit": "abc"}\n')
+    dest = stash_dir("toy", "drdpgan", root=tmp_path / "checkout")
+    info = stash(run, dest, shipped_priors)
+    assert info["step"] == 2 and set(info["referenced_parts"]) == {"identity_encoder", "prior3d"}
+    stored = torch.load(dest / info["checkpoint"], weights_only=False)
+    assert not any(k.startswith(("identity_encoder.", "prior3d.")) for k in stored["model"])
+    assert set(info["files"]) == {info["checkpoint"], "code.pt", "provenance.jsonl", "losses.csv"}
+    assert json.loads((dest / "stash.json").read_text())["files"] == info["files"]
+
+    fresh = tmp_path / "machine2" / "drdpgan"  # a fresh clone: no artifacts
+    assert restore(dest, fresh)["step"] == 2
+    assert (fresh / "code.pt").read_bytes() == b"stage cache"
+    resumed = tiny_model()
+    with torch.no_grad():  # every trained weight must come from the stash
+        for n, p in resumed.named_parameters():
+            if not n.startswith(("identity_encoder.", "prior3d.")):
+                p.add_(torch.randn_like(p))
+    assert train_drdpgan(resumed, data, tiny_cfg(), fresh, progress=False)["step"] == 4
+    sa, sb = straight.state_dict(), resumed.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    da, db = pd.read_csv(tmp_path / "straight" / "losses.csv"), pd.read_csv(fresh / "losses.csv")
+    assert db["step"].tolist() == [1, 2, 3, 4]
+    pd.testing.assert_frame_equal(da[LOSS_COLUMNS], db[LOSS_COLUMNS])
+
+
+def test_restore_never_overwrites_a_runs_own_state_and_checks_every_file(tmp_path, shipped_priors):
+    data = ToyCircles(n=16, resolution=RES, seed=0)
+    run = tmp_path / "run"
+    train_drdpgan(tiny_model(), data, tiny_cfg(steps=1), run, progress=False)
+    dest = tmp_path / "stash"
+    info = stash(run, dest, shipped_priors)
+    assert restore(dest, run) is None  # the folder has its own checkpoint
+    assert restore(tmp_path / "nothing", tmp_path / "new") is None  # no stash
+    (dest / "losses.csv").write_text("step\n1\n")
+    with pytest.raises(CheckpointError, match=r"losses\.csv: sha256"):
+        restore(dest, tmp_path / "new")
+    assert latest_checkpoint(tmp_path / "new") is None
+    # a stash replaces the one before it whole
+    (run / "extra.json").write_text("{}")
+    assert "extra.json" in stash(run, dest, shipped_priors)["files"] and info["step"] == 1
+    assert not list(dest.parent.glob(".*"))
+
+
+def test_stash_refuses_a_frozen_part_that_is_not_the_shipped_network(tmp_path, shipped_priors):
+    data = ToyCircles(n=16, resolution=RES, seed=0)
+    run = tmp_path / "run"
+    train_drdpgan(tiny_model(), data, tiny_cfg(steps=1), run, progress=False)
+    other = tiny_model(seed=1).identity_encoder
+    refs = {**shipped_priors, "identity_encoder": (other, shipped_priors["identity_encoder"][1])}
+    with pytest.raises(CheckpointError, match="identity_encoder differs"):
+        stash(run, tmp_path / "stash", refs)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        stash(tmp_path / "empty", tmp_path / "stash", refs)
+
+
+def test_the_pretraining_command_restores_a_stash_before_it_trains(tmp_path, monkeypatch, shipped_priors):
+    import drdpgan.pretrain as pretrain
+    import drdpgan.pretrain_drdpgan as pd_mod
+    import drdpgan.run_stash as run_stash
+
+    data = ToyCircles(n=16, resolution=RES, seed=0)
+    run = tmp_path / "old" / "drdpgan"
+    train_drdpgan(tiny_model(), data, tiny_cfg(steps=1), run, progress=False)
+    (run / "provenance.jsonl").write_text('{"commit": "abc"}\n')
+    dest = tmp_path / "checkout" / "pretrain_state" / "cpu" / "drdpgan"
+    stash(run, dest, shipped_priors)
+    monkeypatch.setenv("DRDPGAN_ARTIFACTS", str(tmp_path / "artifacts"))
+    monkeypatch.setattr(run_stash, "stash_dir", lambda profile, network: dest)
+    seen = {}
+
+    def fake_pretrain(profile, steps, progress):
+        seen["checkpoint"] = latest_checkpoint(pretrain.work_dir(profile, "drdpgan"))
+        return {}
+
+    monkeypatch.setattr(pd_mod, "pretrain_drdpgan", fake_pretrain)
+    assert pretrain.main(["drdpgan", "--profile", "cpu", "--quiet"]) == 0
+    out = tmp_path / "artifacts" / "pretrain" / "cpu" / "drdpgan"
+    assert seen["checkpoint"] == out / "checkpoints" / "ckpt_0000001.pt"
+    prov = [json.loads(line) for line in (out / "provenance.jsonl").read_text().splitlines()]
+    assert prov[0] == {"commit": "abc"} and prov[1]["restored_from_stash"] == 1
+    assert pretrain.main(["drdpgan", "--profile", "cpu", "--quiet"]) == 0  # its own state now: no second restore
+    assert len((out / "provenance.jsonl").read_text().splitlines()) == 2
