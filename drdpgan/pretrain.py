@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from .notebook_params import evaluator_config, identity_encoder_config, prior3d_config, stylegan2_config
-from .repro import artifacts_root, project_root
+from .repro import artifacts_root, bf16_is_fast, project_root
 
 __all__ = ["STYLEGAN2_RECIPES", "PRIOR_RECIPES", "work_dir", "record_provenance", "pretrain_stylegan2",
            "pretraining_faces", "pretrain_prior", "main"]
@@ -52,12 +52,13 @@ def _stylegan2_recipes() -> dict[str, Any]:
     # The cpu profile: the synthetic world at 64 px (12k training faces), generator of notebook 04's
     # cpu budget (channel_max 128, w_dim 128). Differences from the live 300-step budget, each
     # because the run is long: EMA half-life 10 kimg (StyleGAN2's own value; 1 kimg is for runs
-    # that see a few thousand images), bf16 autocast (1.05 vs 1.65 s/step at 2 threads, and the same
-    # pixel Frechet distance as fp32 after 300 steps: 10.46 vs 10.41, README), checkpoints every
-    # 100 steps (a few minutes of CPU time).
+    # that see a few thousand images), bf16 autocast where the CPU has bf16 hardware ("auto": 1.05 vs 1.65
+    # s/step at 2 threads there, and the same pixel Frechet distance as fp32 after 300 steps: 10.46 vs 10.41,
+    # README; the shipped generator trained in bf16; without such hardware bf16 is emulated and far slower),
+    # checkpoints every 100 steps (a few minutes of CPU time).
     cpu = TrainConfig(steps=12000, batch_size=16, lr=0.001, ema_kimg=10.0, ema_rampup=0.05, seed=0,
                       log_every=10, sample_every=250, checkpoint_every=100, keep_checkpoints=2,
-                      metric_every=500, metric_num=512, precision="bf16")
+                      metric_every=500, metric_num=512, precision="auto")
     # lfw: real faces (6,193 training crops) from the cpu generator with DiffAugment, the known way to train a GAN on
     # a few thousand images. The cpu generator is the shipped one (what a fresh clone has; its pretraining folder,
     # with the discriminator, is not kept), so a fresh D first trains alone against it for 500 steps: a D at chance
@@ -279,7 +280,8 @@ def record_provenance(out: Path, event: dict[str, Any]) -> dict[str, Any]:
            "command": " ".join([Path(sys.executable).name, "-m", "drdpgan.pretrain", *sys.argv[1:]]),
            "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                        "torch": torch.__version__, "threads": torch.get_num_threads(),
-                       "device": _DEVICE, **_device_name()}, **event}
+                       "device": _DEVICE, **_device_name(),
+                       "bf16_hardware": bf16_is_fast(torch.device(_DEVICE).type)}, **event}
     with open(out / "provenance.jsonl", "a") as f:
         f.write(json.dumps(rec) + "\n")
     return rec

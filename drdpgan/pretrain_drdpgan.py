@@ -111,7 +111,10 @@ def _recipes() -> dict[str, dict[str, Any]]:
         # outside the head mask 20.6 / 23.2 / 24.3), anonymized cosine 0.19 / 0.23 / 0.20 (training encoder): most of
         # the heavier recovery L1's gain for little of its cost to anonymization. The sharing distortions once the
         # channel works
-        "constant_lr": DRDPGANTrainConfig(steps=4400, batch_size=8, seed=0, precision="bf16", freeze_code_mapping=True,
+        # precision "auto": bf16 autocast where the CPU has bf16 hardware (the runs of 2026-11/12, on an AVX-512 BF16
+        # EPYC, all in bf16), fp32 elsewhere (on an AVX2 EPYC a step of this recipe took 82 s in emulated bf16, 3.0 s
+        # in fp32)
+        "constant_lr": DRDPGANTrainConfig(steps=4400, batch_size=8, seed=0, precision="auto", freeze_code_mapping=True,
                                     w_anon_pixel=0.3, hiding_warmup_w_anon_pixel=1.0, hiding_warmup_steps=300,
                                     hiding_warmup_l1_ramp=False, joint_lr_ramp_steps=200,
                                     w_hide_footprint=3.0, w_attr=1.0, w_anon_background=10.0,

@@ -121,7 +121,7 @@ from .models.critic import CriticConfig, SteganalysisCritic
 from .models.discriminator import StyleGAN2Discriminator
 from .models.drdpgan import DRDPGAN
 from .objective import diagnostics, generator_objective, judge_losses, recover_teacher_forced, step_seed
-from .repro import atomic_write_json, make_generator
+from .repro import atomic_write_json, make_generator, resolve_precision
 from .runlog import (CSVLog, DictConfig, EpochSampler, checkpoint_dir, latest_checkpoint, load_states, rewrite_csv_upto,
                      save_rotating, states_of)
 from .train_stylegan2 import r1_penalty
@@ -160,7 +160,8 @@ class DRDPGANTrainConfig(DictConfig):
         from step to step (measured), a moving target for E_P and the decoder.
     grad_clip: clip the generator-side gradient norm (None: no clipping, the paper's setting).
     precision: ``"fp32"`` or ``"bf16"`` (autocast of every forward pass of the generator side and the
-        judges; parameters, optimiser states and the R1 step stay fp32), as the StyleGAN2 trainer.
+        judges; parameters, optimiser states and the R1 step stay fp32), as the StyleGAN2 trainer;
+        ``"auto"``, bf16 where the hardware has it (:func:`drdpgan.repro.resolve_precision`).
     distortions: what E_P reads through besides Eq. 13's noise, one drawn per step
         (:mod:`drdpgan.channel`: ``"none"``, ``"quantize"``, ``"jpeg"``, ``"resize"``) from step
         ``distortions_from`` on; empty, the paper.
@@ -412,9 +413,8 @@ def _rng_record() -> dict[str, Any]:
 
 
 def _autocast(cfg: DRDPGANTrainConfig, x: torch.Tensor, enabled: bool = True):
-    if cfg.precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be 'fp32' or 'bf16', got {cfg.precision!r}")
-    return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=enabled and cfg.precision == "bf16")
+    bf16 = resolve_precision(cfg.precision, x.device) == "bf16"
+    return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=enabled and bf16)
 
 
 def joint_lr_factor(cfg: DRDPGANTrainConfig, step: int) -> float:

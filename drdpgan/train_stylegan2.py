@@ -57,7 +57,7 @@ from .augment import diff_augment, parse_policy
 from .losses import adversarial_loss, discriminator_logistic_loss
 from .models.discriminator import StyleGAN2Discriminator
 from .models.stylegan2 import StyleGAN2Config, StyleGAN2Generator
-from .repro import atomic_write_bytes, atomic_write_json, batched, make_generator
+from .repro import atomic_write_bytes, atomic_write_json, batched, make_generator, resolve_precision
 from .loop import Every, StepLoop
 from .runlog import (CSVLog, DictConfig, EpochSampler, checkpoint_dir, latest_checkpoint, load_states, rewrite_csv_upto,
                      save_rotating, states_of)
@@ -113,7 +113,8 @@ class TrainConfig(DictConfig):
     truncation_psi_samples: float = 1.0
     # "fp32" | "bf16": bf16 autocast of the synthesis network and D in the G and D steps (losses,
     # mapping network, optimizer and EMA stay fp32; the lazy-R1 steps run D in fp32 because R1
-    # differentiates D's output with respect to its input). "fp32" is the reference setting.
+    # differentiates D's output with respect to its input). "fp32" is the reference setting; "auto", bf16
+    # where the hardware has it (drdpgan.repro.resolve_precision).
     precision: str = "fp32"
     # "cpu" | "cuda" | ...: where G, D and the batches live. Every random number is still drawn on the
     # CPU from the trainer's generators, so the run's randomness does not depend on the device; exact
@@ -388,8 +389,7 @@ def train_stylegan2(
     feat_fn = feature_fn if feature_fn is not None else pixel_features
     feat_name = getattr(feature_fn, "__name__", type(feature_fn).__name__) if feature_fn is not None else "pixel8"
 
-    if tcfg.precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be 'fp32' or 'bf16', got {tcfg.precision!r}")
+    bf16 = resolve_precision(tcfg.precision, tcfg.device) == "bf16"
 
     aug_policy = parse_policy(tcfg.diffaugment)
 
@@ -399,7 +399,7 @@ def train_stylegan2(
     dev = torch.device(tcfg.device)
 
     def autocast(enabled: bool = True):
-        return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=enabled and tcfg.precision == "bf16")
+        return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=enabled and bf16)
 
     # ---- build everything from the seed; the caller's global RNG is left untouched (fork_rng)
     # and training itself draws only from explicit generators.

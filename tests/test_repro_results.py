@@ -125,3 +125,34 @@ def test_stylegan2_train_benchmark_times_both_precisions():
 
     for prec in ("fp32", "bf16"):
         assert 0 < benchmark_stylegan2_train(prec, resolution=16, width=16, batch_size=4, steps=2) < 60
+
+
+def test_auto_precision_is_bf16_only_on_bf16_hardware(monkeypatch, tmp_path):
+    import drdpgan.repro as repro
+
+    cpuinfo = tmp_path / "cpuinfo"
+    real_path = repro.Path
+
+    def fake_path(p, *rest):
+        return real_path(cpuinfo) if str(p) == "/proc/cpuinfo" else real_path(p, *rest)
+
+    monkeypatch.setattr(repro, "Path", fake_path)
+    for flags, expected in (("fpu avx avx2 fma", "fp32"), ("avx2 avx512f avx512_bf16", "bf16"),
+                            ("avx2 amx_bf16 amx_tile", "bf16")):
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        repro.bf16_is_fast.cache_clear()
+        assert repro.resolve_precision("auto", "cpu") == expected, flags
+        assert repro.resolve_precision("fp32", "cpu") == "fp32" and repro.resolve_precision("bf16", "cpu") == "bf16"
+    repro.bf16_is_fast.cache_clear()
+    with pytest.raises(ValueError, match="precision must be 'fp32', 'bf16' or 'auto'"):
+        repro.resolve_precision("fp16")
+    assert repro.resolve_precision("auto", "meta") == "fp32"  # no bf16 hardware known off the CPU and CUDA
+
+
+def test_the_pretraining_recipes_pick_their_precision_by_hardware():
+    from drdpgan.pretrain import STYLEGAN2_RECIPES
+    from drdpgan.pretrain_drdpgan import DRDPGAN_RECIPES
+
+    assert {cfg.precision for cfg in STYLEGAN2_RECIPES.values()} == {"auto"}
+    for r in DRDPGAN_RECIPES.values():
+        assert {p.precision for p in (*r["earlier_phases"], r["train"])} == {"auto"}
