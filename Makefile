@@ -2,6 +2,7 @@
 #   make reproduce [PROFILE=cpu|smoke|lfw|paper] [FORCE=1] [RETRAIN=1]   run the pipeline, write reports/<profile>/
 #                  (RETRAIN=1: train the priors here instead of loading the shipped drdpgan/weights)
 #   make pretrain [PROFILE=cpu] [THREADS=1]                  pretrain the profile's priors (hours; resumable)
+#   make stash [NETWORK=drdpgan] [PROFILE=cpu]               carry an unfinished pretraining run in pretrain_state/
 #   make test                                                nbval over the notebooks + unit tests + smoke metric tolerances
 # Both create .venv and install the pinned environment first when needed.
 
@@ -12,7 +13,7 @@ PROFILE ?= cpu
 STAMP   := $(VENV)/.drdpgan-installed
 PIP     := $(PY) -m pip install --disable-pip-version-check -q
 
-.PHONY: install reproduce pretrain test test-metrics unit nbval lab notebooks bench clean-artifacts
+.PHONY: install reproduce pretrain stash test test-metrics unit nbval lab notebooks bench clean-artifacts
 
 install: $(STAMP)
 
@@ -37,6 +38,12 @@ pretrain: $(STAMP)
 	for net in identity prior3d evaluator stylegan2 drdpgan; do \
 		$(PY) -m drdpgan.pretrain $$net --profile $(PROFILE) --threads $(THREADS) || exit 1; done
 	$(PY) -m drdpgan.pretrain status --profile $(PROFILE)
+
+# Carry an unfinished StyleGAN2 or DR-DPGAN pretraining run through git (drdpgan/run_stash.py): the next
+# `make pretrain` on a fresh clone restores it and goes on. Commit pretrain_state/ after it.
+NETWORK ?= drdpgan
+stash: $(STAMP)
+	$(PY) -m drdpgan.pretrain stash --network $(NETWORK) --profile $(PROFILE)
 
 # nbval over the notebooks, then the unit tests, in one pytest run (one summary line); the
 # notebook-metric test compares the numbers the notebooks recorded (tests/test_notebook_metrics.py).

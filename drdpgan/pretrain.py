@@ -657,11 +657,17 @@ def frozen_shipped_parts(profile: str, network: str) -> dict[str, tuple[Any, dic
 
 
 def status(profile: str) -> dict[str, Any]:
-    """What each pretraining folder of ``profile`` holds: latest step and the last logged rows."""
+    """What each pretraining folder of ``profile`` holds: latest step and the last logged rows; and each run
+    carried in ``pretrain_state/`` (:mod:`drdpgan.run_stash`): the step it was stashed at."""
+    from .run_stash import NETWORKS, stash_dir
     from .train_priors import resumable_state
 
     root = artifacts_root() / "pretrain" / profile
     out: dict[str, Any] = {}
+    for net in NETWORKS:
+        f = stash_dir(profile, net) / "stash.json"
+        if f.is_file():
+            out.setdefault(net, {})["stashed_step"] = json.loads(f.read_text())["step"]
     for d in sorted(root.glob("*")) if root.is_dir() else []:
         cks = sorted((d / "checkpoints").glob("ckpt_*.pt"))
         info: dict[str, Any] = {"latest_checkpoint": cks[-1].name if cks else None}
@@ -677,7 +683,7 @@ def status(profile: str) -> dict[str, Any]:
             if f.is_file():
                 lines = f.read_text().strip().splitlines()
                 info[name] = lines[-1] if len(lines) > 1 else None
-        out[d.name] = info
+        out[d.name] = {**info, **out.get(d.name, {})}
     return out
 
 

@@ -72,6 +72,13 @@ def test_status_reads_a_run_folder(tmp_path, monkeypatch):
     (run / "losses.csv").write_text("step,loss_G\n10,1.0\n100,0.5\n")
     st = pretrain.status("toy")
     assert st == {"stylegan2": {"latest_checkpoint": "ckpt_0000100.pt", "losses.csv": "100,0.5"}}
+    import drdpgan.run_stash as run_stash
+
+    monkeypatch.setattr(run_stash, "stash_dir", lambda profile, net: tmp_path / "state" / profile / net)
+    (tmp_path / "state" / "toy" / "drdpgan").mkdir(parents=True)
+    (tmp_path / "state" / "toy" / "drdpgan" / "stash.json").write_text('{"step": 300}')
+    st = pretrain.status("toy")  # a run carried in pretrain_state/ is listed even with no work folder
+    assert st["drdpgan"] == {"stashed_step": 300} and "stashed_step" not in st["stylegan2"]
 
 
 def test_recipes_cover_the_profiles():
