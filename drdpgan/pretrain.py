@@ -699,7 +699,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda: where the networks train")
+    ap.add_argument("--max-hours", type=float, default=None,
+                    help="drdpgan: train about this long, then stop with a checkpoint (resumed by the next call)")
+    ap.add_argument("--stash", action="store_true", help="drdpgan: when this call ends unfinished, carry the run in "
+                                                         "pretrain_state/ (drdpgan.run_stash)")
     a = ap.parse_args(argv)
+    if (a.max_hours is not None or a.stash) and a.what != "drdpgan":
+        ap.error("--max-hours and --stash are for drdpgan (the other trainers stop at their recipe's end or a kill; "
+                 "python -m drdpgan.pretrain stash --network stylegan2 carries a killed StyleGAN2 run)")
     if a.what == "status":
         print(json.dumps(status(a.profile), indent=1))
         return 0
@@ -754,9 +761,14 @@ def main(argv: list[str] | None = None) -> int:
     elif a.what == "drdpgan":
         from .pretrain_drdpgan import pretrain_drdpgan
 
-        metrics = pretrain_drdpgan(a.profile, a.steps, progress=not a.quiet)
+        metrics = pretrain_drdpgan(a.profile, a.steps, progress=not a.quiet,
+                                   max_seconds=None if a.max_hours is None else 3600 * a.max_hours)
     else:
         metrics = pretrain_prior(a.what, a.profile, progress=not a.quiet)
+    if a.stash and ddp.is_main() and metrics.get("stopped_early"):
+        info = run_stash.stash(work_dir(a.profile, a.what), run_stash.stash_dir(a.profile, a.what),
+                               frozen_shipped_parts(a.profile, a.what))
+        print(f"stashed step {info['step']} in {run_stash.stash_dir(a.profile, a.what)}: commit it", flush=True)
     if ddp.is_main():
         print(json.dumps(metrics, indent=1, default=float))
     return 0

@@ -421,13 +421,15 @@ def first_phase(phases, done: int) -> int:
     return next(k for k, p in enumerate(phases) if p.steps > done or k == len(phases) - 1)
 
 
-def pretrain_drdpgan(profile: str, steps: int | None = None, progress: bool = True) -> dict[str, Any]:
+def pretrain_drdpgan(profile: str, steps: int | None = None, progress: bool = True,
+                     max_seconds: float | None = None) -> dict[str, Any]:
     """Train (or resume) the profile's DR-DPGAN with its recipe; at the end measure it
     (:func:`measure_drdpgan`) and save ``<work>/drdpgan.pt`` (:func:`drdpgan.checkpoints.save_drdpgan`).
 
     A recipe's ``earlier_phases`` (training configs, each ``steps`` its last step) run first, in order, and ``train``
     goes on from the last one's final checkpoint (:func:`~drdpgan.train_drdpgan.train_drdpgan`'s ``earlier``);
-    ``steps`` overrides the last phase's length."""
+    ``steps`` overrides the last phase's length. ``max_seconds``: this call trains for about that long in all (each
+    phase gets what is left, ``DRDPGANTrainConfig.max_seconds``), then stops with a checkpoint, to be resumed."""
     from dataclasses import replace
 
     from . import distributed as ddp
@@ -457,7 +459,10 @@ def pretrain_drdpgan(profile: str, steps: int | None = None, progress: bool = Tr
     ck = latest_checkpoint(out)
     done = checkpoint_step(ck) if ck is not None else 0
     for k in range(first_phase(phases, done), len(phases)):  # each from the checkpoint the one before ended with
-        result = train_drdpgan(model, train, phases[k], out, progress=progress,
+        phase = phases[k]
+        if max_seconds is not None:  # what is left of this call's budget
+            phase = replace(phase, max_seconds=max(1.0, t0 + max_seconds - time.time()))
+        result = train_drdpgan(model, train, phase, out, progress=progress,
                                evaluate=lambda m: quick_metrics(m, probe), earlier=phases[:k])
         if result["stopped_early"]:
             break

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pandas as pd
@@ -114,9 +115,10 @@ def test_the_pretraining_command_restores_a_stash_before_it_trains(tmp_path, mon
     monkeypatch.setattr(run_stash, "stash_dir", lambda profile, network: dest)
     seen = {}
 
-    def fake_pretrain(profile, steps, progress):
+    def fake_pretrain(profile, steps, progress, max_seconds=None):
         seen["checkpoint"] = latest_checkpoint(pretrain.work_dir(profile, "drdpgan"))
-        return {}
+        seen["max_seconds"] = max_seconds
+        return {"stopped_early": max_seconds is not None}
 
     monkeypatch.setattr(pd_mod, "pretrain_drdpgan", fake_pretrain)
     assert pretrain.main(["drdpgan", "--profile", "cpu", "--quiet"]) == 0
@@ -126,3 +128,46 @@ def test_the_pretraining_command_restores_a_stash_before_it_trains(tmp_path, mon
     assert prov[0] == {"commit": "abc"} and prov[1]["restored_from_stash"] == 1
     assert pretrain.main(["drdpgan", "--profile", "cpu", "--quiet"]) == 0  # its own state now: no second restore
     assert len((out / "provenance.jsonl").read_text().splitlines()) == 2
+    # a time-budgeted call that ends unfinished stashes the run (its own folder, provenance included)
+    before = json.loads((dest / "stash.json").read_text())["time"]
+    (out / "provenance.jsonl").write_text((out / "provenance.jsonl").read_text() + '{"event": "more"}\n')
+    assert pretrain.main(["drdpgan", "--profile", "cpu", "--quiet", "--max-hours", "0.5", "--stash"]) == 0
+    assert seen["max_seconds"] == 1800
+    assert (dest / "provenance.jsonl").read_text().splitlines()[-1] == '{"event": "more"}'
+    assert json.loads((dest / "stash.json").read_text())["time"] >= before
+    with pytest.raises(SystemExit):  # the priors' trainers have no budget to stop at
+        pretrain.main(["identity", "--profile", "cpu", "--max-hours", "1"])
+
+
+def test_a_time_budgeted_pretraining_call_stops_with_a_checkpoint_and_the_next_goes_on(tmp_path, monkeypatch):
+    """pretrain_drdpgan(max_seconds=): each phase gets what is left of the budget, the call ends early with a
+    checkpoint, and the next call resumes from it (here: the first of two phases, on the tiny model)."""
+    import drdpgan.pretrain_drdpgan as pd_mod
+
+    data = ToyCircles(n=16, resolution=RES, seed=0)
+    first, second = tiny_cfg(steps=3, r1_every=0), tiny_cfg(steps=6, r1_every=0, w_attr=0.5)
+    monkeypatch.setitem(pd_mod.DRDPGAN_RECIPES, "toy", {"earlier_phases": (first,), "train": second})
+    monkeypatch.setattr(pd_mod, "work_dir", lambda profile, net: tmp_path / "run")
+    monkeypatch.setattr(pd_mod, "build_model", lambda profile, progress=True: (tiny_model(), {}))
+    monkeypatch.setattr(pd_mod, "_faces", lambda profile, progress: (data, data))
+    for stage in ("_code_stage", "_mapper_stage"):
+        monkeypatch.setattr(pd_mod, stage, lambda *a, **k: None)
+    monkeypatch.setattr(pd_mod, "record_provenance", lambda out, event: event)
+    import drdpgan.train_drdpgan as tdr
+
+    budgets, real_train = [], tdr.train_drdpgan
+
+    def spy(model, dataset, cfg, out, **kw):
+        budgets.append(cfg.max_seconds)
+        if cfg.max_seconds is not None:  # the budget runs out after one step
+            cfg = dataclasses.replace(cfg, stop_after=1)
+        return real_train(model, dataset, cfg, out, **kw)
+
+    monkeypatch.setattr(tdr, "train_drdpgan", spy)
+    r = pd_mod.pretrain_drdpgan("toy", progress=False, max_seconds=600)
+    assert r["stopped_early"] and r["step"] == 1 and len(budgets) == 1 and 500 < budgets[0] <= 600
+    assert latest_checkpoint(tmp_path / "run").name == "ckpt_0000001.pt"
+    monkeypatch.setattr(pd_mod, "measure_drdpgan", lambda model, profile, progress=False: {"measured": 1})
+    done = pd_mod.pretrain_drdpgan("toy", progress=False)
+    assert budgets[1:] == [None, None] and done["steps"] == 6 and done["measured"] == 1
+    assert pd.read_csv(tmp_path / "run" / "losses.csv")["step"].tolist() == [1, 2, 3, 4, 5, 6]
