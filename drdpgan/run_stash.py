@@ -16,7 +16,8 @@ pipeline never loads it, and it is deleted once the run finishes and its model s
 * the latest checkpoint, whole (weights and optimiser moments in their own dtype, the step, the
   data position, the log averages), except the frozen parts that equal shipped networks
   (:func:`drdpgan.checkpoints.strip_referenced_parts`: the DR-DPGAN's identity encoder and 3D
-  prior), which it names by their sha256 and :func:`restore` loads back from ``drdpgan/weights``;
+  prior), which it names by their sha256 and :func:`restore` loads back from ``drdpgan/weights``,
+  and those that equal a stage cache it carries (:data:`STAGE_PARTS`);
 * the run folder's other top-level files: stage caches (``code.pt``, ``mapper_init.pt``),
   ``provenance.jsonl``, the CSV logs and histories;
 * ``stash.json``: the step, each file's sha256 (checked on restore), and the code state of the stash.
@@ -43,6 +44,10 @@ STASH_NOTE = ("resumable training state of an unfinished pretraining run (python
 NETWORKS = ("stylegan2", "drdpgan")
 #: the largest top-level file a stash carries besides the checkpoint (stage caches are ~10 MB)
 MAX_FILE_BYTES = 32 * 2**20
+#: model parts a stage cache of the run folder holds too: attribute -> (file, key of its state dict there). A
+#: stash leaves such a part out of the checkpoint when it equals the cached one (DR-DPGAN's frozen binary code
+#: mapping, Eq. 2-4, 6.8 MB, is ``code.pt``'s "mapping" while ``freeze_code_mapping`` holds)
+STAGE_PARTS = {"binary_code": ("code.pt", "mapping")}
 
 
 def stash_dir(profile: str, network: str, root: str | Path | None = None) -> Path:
@@ -74,6 +79,14 @@ def stash(run_folder: str | Path, dest: str | Path, refs: dict[str, tuple[torch.
         payload = {"state_dict": ck["model"]}
         strip_referenced_parts(payload, refs)
         ck["model"], ck["referenced_parts"] = payload["state_dict"], payload["referenced_parts"]
+    for attr, (name, key) in STAGE_PARTS.items():
+        cached = torch.load(run_folder / name, map_location="cpu", weights_only=True)[key] \
+            if (run_folder / name).is_file() else {}
+        own = {k[len(attr) + 1:]: k for k in ck["model"] if k.startswith(attr + ".")}
+        if own and set(own) == set(cached) and all(torch.equal(ck["model"][own[k]], cached[k]) for k in own):
+            for k in own.values():
+                del ck["model"][k]
+            ck.setdefault("stage_parts", {})[attr] = [name, key]
     tmp = dest.with_name(f".{dest.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -124,6 +137,9 @@ def restore(dest: str | Path, run_folder: str | Path) -> dict[str, Any] | None:
         if _sha256(f) != digest:
             raise CheckpointError(f"{f}: sha256 does not match {manifest} (file changed or truncated)")
     ck = torch.load(dest / info["checkpoint"], map_location="cpu", weights_only=False)
+    for attr, (name, key) in ck.pop("stage_parts", {}).items():
+        cached = torch.load(dest / name, map_location="cpu", weights_only=True)[key]
+        ck["model"].update({f"{attr}.{k}": v for k, v in cached.items()})
     if ck.get("referenced_parts"):
         payload = {"state_dict": ck["model"], "referenced_parts": ck.pop("referenced_parts")}
         _fill_referenced_parts(payload, dest / info["checkpoint"])

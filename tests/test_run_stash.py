@@ -42,19 +42,22 @@ def test_a_stashed_run_restored_elsewhere_ends_bit_identical_to_an_uninterrupted
     run = tmp_path / "machine1" / "drdpgan"
     r = train_drdpgan(tiny_model(), data, tiny_cfg(stop_after=2), run, progress=False)
     assert r["stopped_early"] and r["step"] == 2
-    (run / "code.pt").write_bytes(b"stage cache")
+    model_at_2 = torch.load(latest_checkpoint(run), weights_only=False)["model"]
+    code = {k[len("binary_code."):]: v for k, v in model_at_2.items() if k.startswith("binary_code.")}
+    torch.save({"mapping": code, "decoder": {}}, run / "code.pt")  # a stage cache holding the same mapping
     (run / "provenance.jsonl").write_text('{"commit": "abc"}\n')
     dest = stash_dir("toy", "drdpgan", root=tmp_path / "checkout")
     info = stash(run, dest, shipped_priors)
     assert info["step"] == 2 and set(info["referenced_parts"]) == {"identity_encoder", "prior3d"}
     stored = torch.load(dest / info["checkpoint"], weights_only=False)
-    assert not any(k.startswith(("identity_encoder.", "prior3d.")) for k in stored["model"])
+    assert not any(k.startswith(("identity_encoder.", "prior3d.", "binary_code.")) for k in stored["model"])
+    assert stored["stage_parts"] == {"binary_code": ["code.pt", "mapping"]}
     assert set(info["files"]) == {info["checkpoint"], "code.pt", "provenance.jsonl", "losses.csv"}
     assert json.loads((dest / "stash.json").read_text())["files"] == info["files"]
 
     fresh = tmp_path / "machine2" / "drdpgan"  # a fresh clone: no artifacts
     assert restore(dest, fresh)["step"] == 2
-    assert (fresh / "code.pt").read_bytes() == b"stage cache"
+    assert (fresh / "code.pt").read_bytes() == (run / "code.pt").read_bytes()
     resumed = tiny_model()
     with torch.no_grad():  # every trained weight must come from the stash
         for n, p in resumed.named_parameters():
@@ -82,9 +85,12 @@ def test_restore_never_overwrites_a_runs_own_state_and_checks_every_file(tmp_pat
     with pytest.raises(CheckpointError, match=r"losses\.csv: sha256"):
         restore(dest, tmp_path / "new")
     assert latest_checkpoint(tmp_path / "new") is None
-    # a stash replaces the one before it whole
+    # a stash replaces the one before it whole; a stage cache whose mapping is not the model's leaves it stored
     (run / "extra.json").write_text("{}")
+    torch.save({"mapping": tiny_model(seed=1).binary_code.state_dict()}, run / "code.pt")
     assert "extra.json" in stash(run, dest, shipped_priors)["files"] and info["step"] == 1
+    stored = torch.load(dest / info["checkpoint"], weights_only=False)
+    assert "stage_parts" not in stored and any(k.startswith("binary_code.") for k in stored["model"])
     assert not list(dest.parent.glob(".*"))
 
 
