@@ -701,12 +701,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda: where the networks train")
     ap.add_argument("--max-hours", type=float, default=None,
                     help="drdpgan: train about this long, then stop with a checkpoint (resumed by the next call)")
+    ap.add_argument("--unless-shipped", action="store_true",
+                    help="do nothing when the profile already ships this network (make pretrain without RETRAIN=1)")
     ap.add_argument("--stash", action="store_true", help="drdpgan: when this call ends unfinished, carry the run in "
                                                          "pretrain_state/ (drdpgan.run_stash)")
     a = ap.parse_args(argv)
     if (a.max_hours is not None or a.stash) and a.what != "drdpgan":
         ap.error("--max-hours and --stash are for drdpgan (the other trainers stop at their recipe's end or a kill; "
                  "python -m drdpgan.pretrain stash --network stylegan2 carries a killed StyleGAN2 run)")
+    if a.unless_shipped and a.what not in ("status", "export", "stash"):
+        from . import shipped
+
+        if shipped.available(a.profile, a.what):
+            print(f"{a.what}: {shipped.weight_path(a.profile, a.what)} ships for profile {a.profile}; not trained "
+                  "again (RETRAIN=1, or without --unless-shipped, trains it)", flush=True)
+            return 0
     if a.what == "status":
         print(json.dumps(status(a.profile), indent=1))
         return 0

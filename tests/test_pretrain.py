@@ -190,3 +190,16 @@ def test_real_face_priors_can_train_beside_synthetic_identities(monkeypatch):
         assert set(train.labels[len(real_part):]) == set(range(real_part.n_identities, train.n_identities))
     train, _, info = pretrain._training_set("identity", "lfw", {"init_from": "cpu"}, progress=False)
     assert train is real and "n_synthetic" not in info
+
+
+def test_a_network_that_ships_is_not_trained_again_unless_asked(monkeypatch, capsys):
+    """make pretrain passes --unless-shipped (not with RETRAIN=1): on a fresh clone it goes straight to what does
+    not ship yet instead of spending hours retraining the shipped priors."""
+    from drdpgan import shipped
+
+    called = []
+    monkeypatch.setattr(pretrain, "pretrain_prior", lambda *a, **k: called.append(a) or {})
+    assert shipped.available("cpu", "identity")
+    assert pretrain.main(["identity", "--profile", "cpu", "--unless-shipped"]) == 0
+    assert called == [] and "not trained again" in capsys.readouterr().out
+    assert pretrain.main(["identity", "--profile", "cpu"]) == 0 and called == [("identity", "cpu")]
