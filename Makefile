@@ -1,7 +1,7 @@
 # drdpgan: two commands do everything on a fresh clone.
 #   make reproduce [PROFILE=cpu|smoke|lfw|paper] [FORCE=1] [RETRAIN=1]   run the pipeline, write reports/<profile>/
 #                  (RETRAIN=1: train the priors here instead of loading the shipped drdpgan/weights)
-#   make pretrain [PROFILE=cpu] [THREADS=1] [RETRAIN=1]      pretrain what the profile does not ship yet (hours; resumable)
+#   make pretrain [PROFILE=cpu] [THREADS=1] [HOURS=2]        pretrain what the profile does not ship yet (hours; resumable)
 #   make stash [NETWORK=drdpgan] [PROFILE=cpu]               carry an unfinished pretraining run in pretrain_state/
 #   make test                                                nbval over the notebooks + unit tests + smoke metric tolerances
 # Both create .venv and install the pinned environment first when needed.
@@ -33,12 +33,15 @@ reproduce: $(STAMP)
 # The priors of a profile, then DR-DPGAN from them, each to its recipe (drdpgan/pretrain.py,
 # drdpgan/pretrain_drdpgan.py), in a resumable folder under
 # artifacts/pretrain/<profile>/; `python -m drdpgan.pretrain export --network N` ships a finished one.
-# A network the profile already ships is skipped (RETRAIN=1 trains it again).
+# A network the profile already ships is skipped (RETRAIN=1 trains it again). HOURS=H: DR-DPGAN trains about H
+# hours, then stops with a checkpoint and stashes the run in pretrain_state/ (commit it; the next call goes on).
 THREADS ?= 0
 pretrain: $(STAMP)
-	for net in identity prior3d evaluator stylegan2 drdpgan; do \
+	for net in identity prior3d evaluator stylegan2; do \
 		$(PY) -m drdpgan.pretrain $$net --profile $(PROFILE) --threads $(THREADS) $(if $(RETRAIN),,--unless-shipped) \
 			|| exit 1; done
+	$(PY) -m drdpgan.pretrain drdpgan --profile $(PROFILE) --threads $(THREADS) $(if $(RETRAIN),,--unless-shipped) \
+		$(if $(HOURS),--max-hours $(HOURS) --stash,)
 	$(PY) -m drdpgan.pretrain status --profile $(PROFILE)
 
 # Carry an unfinished StyleGAN2 or DR-DPGAN pretraining run through git (drdpgan/run_stash.py): the next
