@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from .repro import atomic_torch_save, atomic_write_json, project_root
+from .shipped import sha256_of
 
 __all__ = ["NETWORKS", "stash_dir", "stash", "restore", "STASH_NOTE"]
 
@@ -53,12 +54,6 @@ STAGE_PARTS = {"binary_code": ("code.pt", "mapping")}
 def stash_dir(profile: str, network: str, root: str | Path | None = None) -> Path:
     """``pretrain_state/<profile>/<network>/`` in the checkout (tracked, unlike ``artifacts/``)."""
     return Path(root or project_root()) / "pretrain_state" / profile / network
-
-
-def _sha256(path: Path) -> str:
-    from .shipped import sha256_of
-
-    return sha256_of(path)
 
 
 def stash(run_folder: str | Path, dest: str | Path, refs: dict[str, tuple[torch.nn.Module, dict[str, Any]]]
@@ -101,7 +96,7 @@ def stash(run_folder: str | Path, dest: str | Path, refs: dict[str, tuple[torch.
     info = {"note": STASH_NOTE, "step": checkpoint_step(ck_path), "checkpoint": ck_path.name,
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "code": code_state(),
             "referenced_parts": ck.get("referenced_parts", {}),
-            "files": {f.name: _sha256(f) for f in sorted(tmp.iterdir())}}
+            "files": {f.name: sha256_of(f) for f in sorted(tmp.iterdir())}}
     atomic_write_json(tmp / "stash.json", info)
     if dest.exists():
         old = dest.with_name(f".{dest.name}.old")
@@ -134,7 +129,7 @@ def restore(dest: str | Path, run_folder: str | Path) -> dict[str, Any] | None:
         f = dest / name
         if not f.is_file():
             raise FileNotFoundError(f"{f}: listed in {manifest} but missing")
-        if _sha256(f) != digest:
+        if sha256_of(f) != digest:
             raise CheckpointError(f"{f}: sha256 does not match {manifest} (file changed or truncated)")
     ck = torch.load(dest / info["checkpoint"], map_location="cpu", weights_only=False)
     for attr, (name, key) in ck.pop("stage_parts", {}).items():
