@@ -656,6 +656,14 @@ def frozen_shipped_parts(profile: str, network: str) -> dict[str, tuple[Any, dic
     return refs
 
 
+def stash_run(profile: str, network: str) -> dict[str, Any]:
+    """Carry the unfinished pretraining run of ``network`` in ``pretrain_state/`` (:func:`drdpgan.run_stash.stash`,
+    leaving out its :func:`frozen_shipped_parts`); returns ``stash.json``'s content."""
+    from .run_stash import stash, stash_dir
+
+    return stash(work_dir(profile, network), stash_dir(profile, network), frozen_shipped_parts(profile, network))
+
+
 def status(profile: str) -> dict[str, Any]:
     """What each pretraining folder of ``profile`` holds: latest step and the last logged rows; and each run
     carried in ``pretrain_state/`` (:mod:`drdpgan.run_stash`): the step it was stashed at."""
@@ -730,8 +738,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if a.network not in run_stash.NETWORKS:
             ap.error(f"stash needs --network {' or '.join(run_stash.NETWORKS)} (the runs that resume from checkpoints/)")
-        info = run_stash.stash(work_dir(a.profile, a.network), run_stash.stash_dir(a.profile, a.network),
-                               frozen_shipped_parts(a.profile, a.network))
+        info = stash_run(a.profile, a.network)
         print(json.dumps({k: v for k, v in info.items() if k != "code"}, indent=1))
         return 0
     import torch
@@ -775,8 +782,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         metrics = pretrain_prior(a.what, a.profile, progress=not a.quiet)
     if a.stash and ddp.is_main() and metrics.get("stopped_early"):
-        info = run_stash.stash(work_dir(a.profile, a.what), run_stash.stash_dir(a.profile, a.what),
-                               frozen_shipped_parts(a.profile, a.what))
+        info = stash_run(a.profile, a.what)
         print(f"stashed step {info['step']} in {run_stash.stash_dir(a.profile, a.what)}: commit it", flush=True)
     if ddp.is_main():
         print(json.dumps(metrics, indent=1, default=float))

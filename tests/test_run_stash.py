@@ -119,6 +119,7 @@ def test_the_pretraining_command_restores_a_stash_before_it_trains(tmp_path, mon
     stash(run, dest, shipped_priors)
     monkeypatch.setenv("DRDPGAN_ARTIFACTS", str(tmp_path / "artifacts"))
     monkeypatch.setattr(run_stash, "stash_dir", lambda profile, network: dest)
+    monkeypatch.setattr(pretrain, "_START_STATE", None)  # main() records its code state there: not for later tests
     seen = {}
 
     def fake_pretrain(profile, steps, progress, max_seconds=None):
