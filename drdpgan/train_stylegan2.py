@@ -14,7 +14,8 @@ Follows StyleGAN2 (Karras et al., CVPR 2020) / ``stylegan2-ada-pytorch`` trainin
 
 Options: ``precision="bf16"`` (autocast of synthesis and D), ``diffaugment`` (DiffAugment,
 :mod:`drdpgan.augment`, on every image D sees: the known way to train a GAN on a few thousand
-real faces), ``init_state`` (start from another run's networks).
+real faces), ``xflip`` (mirrored real images, the official trainers' ``--mirror``), ``init_state``
+(start from another run's networks).
 
 Not implemented (documented): path-length regularization (``pl_weight = 0``, as in the
 official small/CIFAR configuration of StyleGAN2-ADA; it needs a double backward through G,
@@ -36,6 +37,7 @@ thread count (tested in ``tests/test_stylegan2.py``, tolerance: exact equality).
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 import json
 import math
@@ -132,6 +134,10 @@ class TrainConfig(DictConfig):
     # Adam scales its steps by gradients it met against a G that stood still: the first lfw transfer (d_warmup_steps
     # 500, no ramp) had G fool D within 10 steps (D's fake logit -4.5 -> +0.2) and D sat at chance after that
     g_rampup_steps: int = 0
+    # mirror the real images: each real image of a batch is flipped left-right with probability 0.5 (the "--mirror"
+    # of the official trainers, which doubles a small dataset; faces are near-symmetric). Drawn from the seed and the
+    # step alone (:func:`xflip_rows`), so a resumed run flips the same images. False: the reals as they are
+    xflip: bool = False
 
     def g_lr_scale(self, step: int) -> float:
         """The factor on G's lr at ``step`` (0 during the D warm-up, then the linear ramp, then 1)."""
@@ -354,6 +360,14 @@ def _gan_step(nets: Mapping[str, Any], reals: torch.Tensor, tcfg: TrainConfig, s
                                 "D_fake": float(fake_logits.detach().mean())}), r1_val
 
 
+def xflip_rows(x: torch.Tensor, seed: int, step: int) -> torch.Tensor:
+    """``x`` (B, C, H, W) with each row flipped left-right with probability 0.5 (``TrainConfig.xflip``); which rows is
+    a function of ``(seed, step)`` alone (a generator seeded from their hash), so a resumed run draws the same."""
+    h = hashlib.sha256(f"stylegan2-xflip/{int(seed)}/{int(step)}".encode()).digest()
+    flip = torch.rand(x.shape[0], generator=make_generator(int.from_bytes(h[:8], "little") & ((1 << 63) - 1))) < 0.5
+    return torch.where(flip[:, None, None, None].to(x.device), x.flip(-1), x)
+
+
 def train_stylegan2(
     dataset: Dataset,
     gcfg: StyleGAN2Config,
@@ -499,6 +513,8 @@ def train_stylegan2(
     def step_fn(step: int) -> dict[str, float]:
         nonlocal cur_nimg, r1_val
         reals = next(batches)  # (B, 3, R, R), the global batch
+        if tcfg.xflip:
+            reals = xflip_rows(reals, tcfg.seed, step)
         scalars, r1 = _gan_step(trained, (reals if rows is None else reals[rows]).to(dev), tcfg, step, gamma, z_gen,
                                 rows, augment, autocast)
         r1_val = r1_val if r1 is None else r1

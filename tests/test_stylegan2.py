@@ -274,6 +274,26 @@ def test_diffaugment_and_init_state_resume_exactly(tmp_path):
     assert all(torch.equal(G_i.state_dict()[k], ck["G_ema"][k]) for k in ck["G_ema"])
 
 
+def test_xflip_mirrors_about_half_the_reals_the_same_way_on_every_call(tmp_path):
+    """xflip: each row is either the image or its mirror, about half are mirrored, the choice depends on (seed, step)
+    alone; a run with it differs from one without, and resumes bit-identically."""
+    from drdpgan.train_stylegan2 import xflip_rows
+
+    x = torch.randn(512, 3, 4, 4)
+    y = xflip_rows(x, 7, 3)
+    same = (y == x).flatten(1).all(1)
+    mirrored = (y == x.flip(-1)).flatten(1).all(1)
+    assert bool((same | mirrored).all()) and 0.4 < float(mirrored.float().mean()) < 0.6
+    assert torch.equal(y, xflip_rows(x, 7, 3))
+    assert not torch.equal(y, xflip_rows(x, 7, 4)) and not torch.equal(y, xflip_rows(x, 8, 3))
+    G_a, m_a = _tiny_run(tmp_path / "a", 4, xflip=True)
+    _tiny_run(tmp_path / "b", 3, xflip=True)
+    G_b, _ = _tiny_run(tmp_path / "b", 4, xflip=True)
+    assert all(torch.equal(G_a.state_dict()[k], G_b.state_dict()[k]) for k in G_a.state_dict())
+    G_p, _ = _tiny_run(tmp_path / "p", 4)
+    assert not all(torch.equal(G_a.state_dict()[k], G_p.state_dict()[k]) for k in G_a.state_dict())
+
+
 def test_d_warmup_trains_D_alone_against_a_generator_that_came_without_one(tmp_path):
     """d_warmup_steps: from an init_state without D, the first steps move D only (G, its EMA and w_avg stay the
     given generator's, loss_G is still logged); G trains after them, and a run resumed across the boundary is
