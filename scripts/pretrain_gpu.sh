@@ -15,6 +15,11 @@
 # Back on a machine with the git checkout:
 #     cat <files_at>/stylegan2.tar.part-* | tar -x -C artifacts/pretrain/cpu/
 #     python -m drdpgan.pretrain export --network stylegan2 --profile cpu
+# NETWORKS=drdpgan goes on with the DR-DPGAN run carried in pretrain_state/<profile>/drdpgan/ (with the
+# shipped priors of the tree) and, unfinished, returns its new stash as drdpgan-stash.tar.part-NN:
+#     git rm -q pretrain_state/cpu/drdpgan/ckpt_*.pt    # the new stash holds the newer checkpoint
+#     cat <files_at>/drdpgan-stash.tar.part-* | tar -x -C pretrain_state/cpu/ && git add pretrain_state
+# (finished, the work folder less its checkpoints: unpack into artifacts/pretrain/cpu/ and export it).
 # The copy had no .git, so its provenance lines hold commit null and the package's source
 # fingerprint (source_sha256); the export ties them to the commit with that source
 # (drdpgan.pretrain.attest_provenance) and refuses them if none has it.
@@ -45,8 +50,22 @@ $PY -c "import json; from drdpgan.pretrain import code_state; print(json.dumps(c
 
 pids=()
 priors=""
+STATE="pretrain_state/$PROFILE/drdpgan"   # a DR-DPGAN run carried in git (drdpgan.run_stash): it travels with the tree
+[ -d "$STATE" ] && (cd "$STATE" && sha256sum -- *) > artifacts/logs/stash_before.sha256
 for net in $NETWORKS; do
-    if [ "$net" = stylegan2 ]; then
+    if [ "$net" = drdpgan ]; then
+        (   # its faces first (CPU; pretrain drdpgan's --max-hours counts from after them), then the run: it restores
+            # the stash, trains until about 150 s before BUDGET, stops with a checkpoint and stashes it again
+            timeout "$(left)" $PY -c "from drdpgan import stages; from drdpgan.pretrain import pretraining_faces; \
+pretraining_faces('$PROFILE', progress=False); stages.face_data(stages.notebook_params('01_data', '$PROFILE'), False)" \
+                > artifacts/logs/drdpgan_faces.log 2>&1
+            hours=$(awk -v s="$(left)" 'BEGIN { h = (s - 150) / 3600; print (h > 0.01 ? h : 0.01) }')
+            timeout "$(( $(left) > 40 ? $(left) - 30 : 10 ))" $PY -m drdpgan.pretrain drdpgan --profile "$PROFILE" \
+                --device "$DEVICE" --threads "$THREADS" --quiet --max-hours "$hours" --stash \
+                > artifacts/logs/pretrain_drdpgan.log 2>&1
+        ) &
+        pids+=($!)
+    elif [ "$net" = stylegan2 ]; then
         timeout "$(left)" $PY -m drdpgan.pretrain stylegan2 --profile "$PROFILE" --device "$DEVICE" --threads "$THREADS" \
             --quiet > artifacts/logs/pretrain_stylegan2.log 2>&1 &
         pids+=($!)
@@ -66,7 +85,7 @@ if [ -n "$priors" ]; then
     ) &
     pids+=($!)
 fi
-while sleep 30; do  # a heartbeat in the output
+while sleep "${HEARTBEAT:-30}"; do  # a heartbeat in the output (every HEARTBEAT seconds)
     alive=0; for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
     [ $alive = 1 ] || break
     echo "t=$(( $(date +%s) - T0 ))s"; for f in artifacts/logs/pretrain_*.log; do echo "  $f: $(tail -c 300 "$f" | tr '\r\n' '  ' | tail -c 160)"; done
@@ -77,6 +96,17 @@ wait
 # pack: each work folder without the pretraining faces' cache and without all but the latest checkpoint
 for net in $NETWORKS; do
     d="artifacts/pretrain/$PROFILE/$net"
+    if [ "$net" = drdpgan ] && [ ! -f "$d/drdpgan.pt" ] && [ -f "$STATE/stash.json" ]; then
+        # unfinished: the new stash, less the files that came with the tree unchanged (the stage caches); back here
+        # unpack it over pretrain_state/<profile>/drdpgan/ and commit it
+        changed=()
+        for f in "$STATE"/*; do
+            grep -qxF "$(cd "$STATE" && sha256sum -- "$(basename "$f")")" artifacts/logs/stash_before.sha256 2>/dev/null \
+                || changed+=("drdpgan/$(basename "$f")")
+        done
+        tar -C "pretrain_state/$PROFILE" -cf - "${changed[@]}" | split -b 15M -d - "$OUT/drdpgan-stash.tar.part-"
+        continue
+    fi
     [ -d "$d" ] || continue
     excl=()
     if [ -d "$d/checkpoints" ]; then
@@ -85,6 +115,7 @@ for net in $NETWORKS; do
     fi
     # a finished prior needs only its network file; an unfinished one its training state
     [ -f "$d/$net.pt" ] && excl+=(--exclude="$net/state")
+    [ "$net" = drdpgan ] && [ -f "$d/drdpgan.pt" ] && excl+=(--exclude="$net/checkpoints" --exclude="$net/measured")
     tar -C "artifacts/pretrain/$PROFILE" -cf - "${excl[@]}" "$net" | split -b 15M -d - "$OUT/$net.tar.part-"
 done
 tar -cf "$OUT/logs.tar" artifacts/logs
