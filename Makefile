@@ -3,6 +3,7 @@
 #                  (RETRAIN=1: train the priors here instead of loading the shipped drdpgan/weights)
 #   make pretrain [PROFILE=cpu] [THREADS=1] [HOURS=2]        pretrain what the profile does not ship yet (hours; resumable)
 #   make stash [NETWORK=drdpgan] [PROFILE=cpu]               carry an unfinished pretraining run in pretrain_state/
+#   make ablations [PROFILE=cpu] [THREADS=2] [HOURS=2]      Table 4's runs for notebook 13 (hours; resumable)
 #   make test                                                nbval over the notebooks + unit tests + smoke metric tolerances
 # Both create .venv and install the pinned environment first when needed.
 
@@ -13,7 +14,7 @@ PROFILE ?= cpu
 STAMP   := $(VENV)/.drdpgan-installed
 PIP     := $(PY) -m pip install --disable-pip-version-check -q
 
-.PHONY: install reproduce pretrain stash test test-metrics unit nbval lab notebooks bench clean-artifacts
+.PHONY: install reproduce pretrain stash ablations test test-metrics unit nbval lab notebooks bench clean-artifacts
 
 install: $(STAMP)
 
@@ -49,6 +50,13 @@ pretrain: $(STAMP)
 NETWORK ?= drdpgan
 stash: $(STAMP)
 	$(PY) -m drdpgan.pretrain stash --network $(NETWORK) --profile $(PROFILE)
+
+# Table 4 (drdpgan/pretrain_ablations.py): every experiment x seed trained with the DR-DPGAN recipe's first phase
+# from the profile's priors, then measured; each finished run's result lands in pretrain_state/<profile>/ablations/
+# (commit it; notebook 13 shows them with ablation_runs="pretrained"). HOURS=H: stop after about H hours with a
+# checkpoint of the run in progress (the next call goes on).
+ablations: $(STAMP)
+	$(PY) -m drdpgan.pretrain ablations --profile $(PROFILE) --threads $(THREADS) $(if $(HOURS),--max-hours $(HOURS),)
 
 # nbval over the notebooks, then the unit tests, in one pytest run (one summary line); the
 # notebook-metric test compares the numbers the notebooks recorded (tests/test_notebook_metrics.py).

@@ -257,6 +257,9 @@ class ParamsAblations:
     train_steps: int = 10  # DR-DPGAN steps per experiment
     cls_epochs: int = 1  # epochs of each Table 1 classifier on recovered images
     max_identities: int = 20  # held-out identities in the evaluation (0: all)
+    # "train": train every experiment here (notebook 09's recipe at train_steps) | "pretrained": show the runs of
+    # python -m drdpgan.pretrain ablations (the DR-DPGAN recipe's first phase; their own budget, seeds and measurement)
+    ablation_runs: str = "train"
     num_threads: int = 0
 
 

@@ -696,13 +696,19 @@ def status(profile: str) -> dict[str, Any]:
                 lines = f.read_text().strip().splitlines()
                 info[name] = lines[-1] if len(lines) > 1 else None
         out[d.name] = {**info, **out.get(d.name, {})}
+    from .pretrain_ablations import ABLATION_RECIPES, collect_results
+
+    if profile in ABLATION_RECIPES:  # Table 4's runs (drdpgan.pretrain_ablations): which have finished
+        r = ABLATION_RECIPES[profile]
+        out["ablations"] = {"finished": [x["run"] for x in collect_results(profile)],
+                            "total": len(r["experiments"]) * len(r["seeds"])}
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m drdpgan.pretrain", description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=["stylegan2", "identity", "evaluator", "prior3d", "drdpgan", "status", "export",
-                                     "stash"])
+    ap.add_argument("what", choices=["stylegan2", "identity", "evaluator", "prior3d", "drdpgan", "ablations", "status",
+                                     "export", "stash"])
     ap.add_argument("--network", help="for export: which finished run to ship; for stash: which unfinished run to "
                                       "carry in pretrain_state/ (drdpgan.run_stash)")
     ap.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="for export")
@@ -712,16 +718,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda: where the networks train")
     ap.add_argument("--max-hours", type=float, default=None,
-                    help="drdpgan: train about this long, then stop with a checkpoint (resumed by the next call)")
+                    help="drdpgan, ablations: train about this long, then stop with a checkpoint (resumed by the next "
+                         "call)")
     ap.add_argument("--unless-shipped", action="store_true",
                     help="do nothing when the profile already ships this network (make pretrain without RETRAIN=1)")
     ap.add_argument("--stash", action="store_true", help="drdpgan: when this call ends unfinished, carry the run in "
                                                          "pretrain_state/ (drdpgan.run_stash)")
     a = ap.parse_args(argv)
-    if (a.max_hours is not None or a.stash) and a.what != "drdpgan":
-        ap.error("--max-hours and --stash are for drdpgan (the other trainers stop at their recipe's end or a kill; "
-                 "python -m drdpgan.pretrain stash --network stylegan2 carries a killed StyleGAN2 run)")
-    if a.unless_shipped and a.what not in ("status", "export", "stash"):
+    if (a.max_hours is not None and a.what not in ("drdpgan", "ablations")) or (a.stash and a.what != "drdpgan"):
+        ap.error("--max-hours is for drdpgan and ablations, --stash for drdpgan (the other trainers stop at their "
+                 "recipe's end or a kill; python -m drdpgan.pretrain stash --network stylegan2 carries a killed "
+                 "StyleGAN2 run; finished Table 4 runs are kept in pretrain_state/<profile>/ablations/ by themselves)")
+    if a.unless_shipped and a.what not in ("status", "export", "stash", "ablations"):
         from . import shipped
 
         if shipped.available(a.profile, a.what):
@@ -756,7 +764,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("checkpoints", "stages", "train_priors", "train_stylegan2", "verification", "landmark_labels",
                  "shipped", "data.datasets", "data.world", "data.real", "models.facenet", "models.identity",
                  "models.prior3d", "models.stylegan2", "models.discriminator", "models.drdpgan", "train_drdpgan",
-                 "objective", "hiding", "password", "pretrain_drdpgan", "protocol", "evaluate", "latent_inversion"):
+                 "objective", "hiding", "password", "pretrain_drdpgan", "pretrain_ablations", "protocol", "evaluate",
+                 "latent_inversion"):
         importlib.import_module(f"{__package__}.{name}")
 
     if a.threads > 0:
@@ -783,6 +792,11 @@ def main(argv: list[str] | None = None) -> int:
 
         metrics = pretrain_drdpgan(a.profile, a.steps, progress=not a.quiet,
                                    max_seconds=None if a.max_hours is None else 3600 * a.max_hours)
+    elif a.what == "ablations":  # Table 4 (drdpgan.pretrain_ablations)
+        from .pretrain_ablations import pretrain_ablations
+
+        metrics = pretrain_ablations(a.profile, progress=not a.quiet,
+                                     max_seconds=None if a.max_hours is None else 3600 * a.max_hours)
     else:
         metrics = pretrain_prior(a.what, a.profile, progress=not a.quiet)
     if a.stash and ddp.is_main() and metrics.get("stopped_early"):

@@ -198,8 +198,10 @@ def _recipes() -> dict[str, dict[str, Any]]:
 DRDPGAN_RECIPES = _recipes()
 
 
-def build_model(profile: str, progress: bool = True):
-    """``(model, records)``: a fresh DR-DPGAN of the recipe around the profile's pretrained priors."""
+def build_model(profile: str, progress: bool = True, init_seed: int | None = None, **model_overrides):
+    """``(model, records)``: a fresh DR-DPGAN of the recipe around the profile's pretrained priors. ``init_seed``
+    (default: the recipe's) seeds the fresh components; ``model_overrides`` set
+    :class:`~drdpgan.models.drdpgan.DRDPGANConfig` fields over the recipe's (Table 4's switches)."""
     from .models.drdpgan import assemble
 
     r = DRDPGAN_RECIPES[profile]
@@ -207,8 +209,8 @@ def build_model(profile: str, progress: bool = True):
     p3d, p3d_rec = pretrained_network(profile, "prior3d")
     G, g_rec = pretrained_network(profile, "stylegan2")
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(r["init_seed"]))
-        model = assemble(G, enc, p3d, **r["model"])
+        torch.manual_seed(int(r["init_seed"] if init_seed is None else init_seed))
+        model = assemble(G, enc, p3d, **{**r["model"], **model_overrides})
     return model.eval(), {"identity": enc_rec, "prior3d": p3d_rec, "stylegan2": g_rec}
 
 

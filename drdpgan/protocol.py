@@ -38,7 +38,7 @@ __all__ = [
     "protocol_split", "as_saved_image", "as_jpeg", "seal_carrier", "recover_saved", "run_paths", "protocol_outputs",
     "TensorFaceDataset", "table1_classifier_protocol", "classifier_configs", "classifier_init",
     "table2_metrics", "table3_metrics",
-    "ABLATIONS", "ablation_result",
+    "ABLATIONS", "ablation_result", "ablation_metrics",
     "PAPER_TABLES", "REFERENCE_ALIASES", "paper_reference", "comparison_table",
 ]
 
@@ -296,10 +296,7 @@ def table3_metrics(bits_true: torch.Tensor, bits_read: torch.Tensor, f_id: torch
 def ablation_result(profile: str, experiment_no: int, seed: int, train_steps: int, cls_epochs: int,
                     max_identities: int = 0, progress: bool = True) -> dict[str, float]:
     """Train Table 4's experiment ``experiment_no`` (:data:`ABLATIONS`) with notebook 09's recipe of
-    ``profile`` but ``train_steps`` steps and ``seed``, then measure it with the protocol of
-    notebooks 10-12: ``rec_cos`` and ``anon_cos`` (independent evaluator), ``rec_psnr``, and
-    ``cls_acc_recovered`` (a FaceNet classifier trained on the recovered protected images, tested
-    on the real test images; notebook 12's classifier settings, ``cls_epochs`` epochs).
+    ``profile`` but ``train_steps`` steps and ``seed``, then measure it (:func:`ablation_metrics`).
 
     The trained model is cached like notebook 09's (its key holds the switches, steps and seed), so
     the full model (experiment 7) at notebook 09's own steps and seed is the very model of 09.
@@ -316,22 +313,35 @@ def ablation_result(profile: str, experiment_no: int, seed: int, train_steps: in
     path = trained.dir / f"ablation-{int(cls_epochs)}-{int(max_identities)}-{float(p10['test_fraction'])}{init}.json"
     if path.is_file():
         return json.loads(path.read_text())
+    res = {"experiment": int(experiment_no), "seed": int(seed), "train_steps": int(train_steps),
+           **{k: bool(v) for k, v in ABLATIONS[int(experiment_no)].items()},
+           **ablation_metrics(profile, trained, cls_epochs, max_identities)}
+    atomic_write_json(path, res)
+    return res
+
+
+def ablation_metrics(profile: str, trained: TrainedDRDPGAN, cls_epochs: int, max_identities: int = 0
+                     ) -> dict[str, float]:
+    """Table 4's measurements of a trained model, with the protocol of notebooks 10-12 (their parameters of
+    ``profile``): ``rec_cos`` and ``anon_cos`` (independent evaluator), ``rec_psnr``, ``password_ber``, and
+    ``cls_acc_recovered`` (a FaceNet classifier trained on the recovered protected images, tested on the real test
+    images; notebook 12's classifier settings, ``cls_epochs`` epochs) beside its ``chance``. The protected faces'
+    outputs are cached in ``trained.dir`` (:func:`protocol_outputs`)."""
+    from . import stages
+
     out = protocol_outputs(profile, progress=False, trained=trained, max_identities=int(max_identities))
     evaluator, _ = stages.facenet_evaluator(profile, progress=False)
     t2 = table2_metrics(out["originals"], out["anonymized"], out["recovered"], {"": evaluator})
     t3 = table3_metrics(out["bits_true"], out["bits_read"], out["f_id"], out["f_decoded"])
     n_classes = len(out["identities"])
+    p12 = stages.notebook_params("12_evaluation", profile)
     ccfg, tcfg = classifier_configs({**p12, "cls_epochs": cls_epochs})
     cls = table1_classifier_protocol(
         out["recovered"], torch.as_tensor(out["protected_labels"]),
         (out["test_images"], torch.as_tensor(out["test_labels"])), n_classes, cfg=ccfg, tcfg=tcfg,
         seed=derived_seed(p12["seed"], "table4_classifier"), init_state=classifier_init(p12, evaluator))
-    res = {"experiment": int(experiment_no), "seed": int(seed), "train_steps": int(train_steps),
-           **{k: bool(v) for k, v in ABLATIONS[int(experiment_no)].items()},
-           "rec_cos": t2["rec.cos"], "anon_cos": t2["anon.cos"], "rec_psnr": t2["rec.psnr"],
-           "cls_acc_recovered": cls["acc"], "chance": 1.0 / n_classes, "password_ber": t3["password.ber"]}
-    atomic_write_json(path, res)
-    return res
+    return {"rec_cos": t2["rec.cos"], "anon_cos": t2["anon.cos"], "rec_psnr": t2["rec.psnr"],
+            "cls_acc_recovered": cls["acc"], "chance": 1.0 / n_classes, "password_ber": t3["password.ber"]}
 
 
 # --------------------------------------------------------------------------- Table 1
