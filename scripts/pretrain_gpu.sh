@@ -20,6 +20,8 @@
 #     git rm -q pretrain_state/cpu/drdpgan/ckpt_*.pt    # the new stash holds the newer checkpoint
 #     cat <files_at>/drdpgan-stash.tar.part-* | tar -x -C pretrain_state/cpu/ && git add pretrain_state
 # (finished, the work folder less its checkpoints: unpack into artifacts/pretrain/cpu/ and export it).
+# NETWORKS=ablations trains Table 4's runs (drdpgan.pretrain_ablations) and returns the finished ones' results:
+#     tar -xf <files_at>/ablations.tar -C pretrain_state/cpu/ && git add pretrain_state
 # The copy had no .git, so its provenance lines hold commit null and the package's source
 # fingerprint (source_sha256); the export ties them to the commit with that source
 # (drdpgan.pretrain.attest_provenance) and refuses them if none has it.
@@ -50,21 +52,12 @@ $PY -c "import json; from drdpgan.pretrain import code_state; print(json.dumps(c
 
 pids=()
 priors=""
+recipe_runs=""                             # drdpgan and ablations: the DR-DPGAN recipe's runs, from the shipped priors
 STATE="pretrain_state/$PROFILE/drdpgan"   # a DR-DPGAN run carried in git (drdpgan.run_stash): it travels with the tree
 [ -d "$STATE" ] && (cd "$STATE" && sha256sum -- *) > artifacts/logs/stash_before.sha256
 for net in $NETWORKS; do
-    if [ "$net" = drdpgan ]; then
-        (   # its faces first (CPU; pretrain drdpgan's --max-hours counts from after them), then the run: it restores
-            # the stash, trains until about 150 s before BUDGET, stops with a checkpoint and stashes it again
-            timeout "$(left)" $PY -c "from drdpgan import stages; from drdpgan.pretrain import pretraining_faces; \
-pretraining_faces('$PROFILE', progress=False); stages.face_data(stages.notebook_params('01_data', '$PROFILE'), False)" \
-                > artifacts/logs/drdpgan_faces.log 2>&1
-            hours=$(awk -v s="$(left)" 'BEGIN { h = (s - 150) / 3600; print (h > 0.01 ? h : 0.01) }')
-            timeout "$(( $(left) > 40 ? $(left) - 30 : 10 ))" $PY -m drdpgan.pretrain drdpgan --profile "$PROFILE" \
-                --device "$DEVICE" --threads "$THREADS" --quiet --max-hours "$hours" --stash \
-                > artifacts/logs/pretrain_drdpgan.log 2>&1
-        ) &
-        pids+=($!)
+    if [ "$net" = drdpgan ] || [ "$net" = ablations ]; then
+        recipe_runs="$recipe_runs $net"
     elif [ "$net" = stylegan2 ]; then
         timeout "$(left)" $PY -m drdpgan.pretrain stylegan2 --profile "$PROFILE" --device "$DEVICE" --threads "$THREADS" \
             --quiet > artifacts/logs/pretrain_stylegan2.log 2>&1 &
@@ -73,6 +66,23 @@ pretraining_faces('$PROFILE', progress=False); stages.face_data(stages.notebook_
         priors="$priors $net"
     fi
 done
+if [ -n "$recipe_runs" ]; then
+    (   # their faces once (CPU; --max-hours counts from after them), then each run until about 150 s before BUDGET:
+        # drdpgan restores its stash, stops with a checkpoint and stashes it again; ablations (Table 4,
+        # drdpgan.pretrain_ablations) keeps each finished run's result in pretrain_state/<profile>/ablations/
+        timeout "$(left)" $PY -c "from drdpgan import stages; from drdpgan.pretrain import pretraining_faces; \
+pretraining_faces('$PROFILE', progress=False); stages.face_data(stages.notebook_params('01_data', '$PROFILE'), False)" \
+            > artifacts/logs/drdpgan_faces.log 2>&1
+        hours=$(awk -v s="$(left)" 'BEGIN { h = (s - 150) / 3600; print (h > 0.01 ? h : 0.01) }')
+        for net in $recipe_runs; do
+            timeout "$(( $(left) > 40 ? $(left) - 30 : 10 ))" $PY -m drdpgan.pretrain "$net" --profile "$PROFILE" \
+                --device "$DEVICE" --threads "$THREADS" --quiet --max-hours "$hours" $([ "$net" = drdpgan ] && echo --stash) \
+                > "artifacts/logs/pretrain_$net.log" 2>&1 &
+        done
+        wait
+    ) &
+    pids+=($!)
+fi
 if [ -n "$priors" ]; then
     (   # the priors' faces once (CPU), then the priors side by side
         timeout "$(left)" $PY -c "from drdpgan.pretrain import pretraining_faces; pretraining_faces('$PROFILE', progress=False)" \
@@ -96,6 +106,10 @@ wait
 # pack: each work folder without the pretraining faces' cache and without all but the latest checkpoint
 for net in $NETWORKS; do
     d="artifacts/pretrain/$PROFILE/$net"
+    if [ "$net" = ablations ]; then  # the finished Table 4 runs (a few kB each): unpack into pretrain_state/<profile>/
+        [ -d "pretrain_state/$PROFILE/ablations" ] && tar -C "pretrain_state/$PROFILE" -cf "$OUT/ablations.tar" ablations
+        continue
+    fi
     if [ "$net" = drdpgan ] && [ ! -f "$d/drdpgan.pt" ] && [ -f "$STATE/stash.json" ]; then
         # unfinished: the new stash, less the files that came with the tree unchanged (the stage caches); back here
         # unpack it over pretrain_state/<profile>/drdpgan/ and commit it
