@@ -78,12 +78,18 @@ def train_config(profile: str, experiment: int, seed: int, max_seconds: float | 
                    w_attr=first.w_attr if switches["use_3d_prior"] else 0.0, max_seconds=max_seconds)
 
 
-def _finished(profile: str, experiment: int, seed: int) -> dict[str, Any] | None:
+def _finished_dir(profile: str, experiment: int, seed: int) -> Path | None:
+    """The folder holding the run's ``result.json``: ``pretrain_state/``'s copy, else the work folder; None while it
+    has not finished."""
     for d in (state_dir(profile), work_dir(profile, "ablations")):
-        f = d / run_name(experiment, seed) / "result.json"
-        if f.is_file():
-            return json.loads(f.read_text())
+        if (d / run_name(experiment, seed) / "result.json").is_file():
+            return d / run_name(experiment, seed)
     return None
+
+
+def _finished(profile: str, experiment: int, seed: int) -> dict[str, Any] | None:
+    d = _finished_dir(profile, experiment, seed)
+    return None if d is None else json.loads((d / "result.json").read_text())
 
 
 def pretrain_ablation(profile: str, experiment: int, seed: int, progress: bool = True,
@@ -138,7 +144,8 @@ def _train_seconds(out: Path) -> float:
     """Training time over every segment of a run (``losses.csv``: seconds per step times the logging interval)."""
     import csv
 
-    rows = list(csv.DictReader(open(out / "losses.csv", newline="")))
+    with open(out / "losses.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     steps = [int(r["step"]) for r in rows]
     gaps = [b - a for a, b in zip([0, *steps], steps)]
     return float(sum(float(r["sec_per_step"]) * g for r, g in zip(rows, gaps) if r.get("sec_per_step")))
@@ -175,14 +182,12 @@ def collect_results(profile: str) -> list[dict[str, Any]]:
     out = []
     for n in rec["experiments"]:
         for s in rec["seeds"]:
-            for d in (state_dir(profile), work_dir(profile, "ablations")):
-                f = d / run_name(n, s) / "result.json"
-                if f.is_file():
-                    prov = (d / run_name(n, s) / "provenance.jsonl").read_text().splitlines()
-                    last = json.loads(prov[-1]) if prov else {}
-                    out.append({**json.loads(f.read_text()), "run": run_name(n, s), "commit": last.get("commit"),
-                                "dirty": last.get("dirty")})
-                    break
+            d = _finished_dir(profile, n, s)
+            if d is not None:
+                prov = (d / "provenance.jsonl").read_text().splitlines()
+                last = json.loads(prov[-1]) if prov else {}
+                out.append({**json.loads((d / "result.json").read_text()), "run": run_name(n, s),
+                            "commit": last.get("commit"), "dirty": last.get("dirty")})
     return out
 
 
