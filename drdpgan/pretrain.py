@@ -700,10 +700,10 @@ def status(profile: str) -> dict[str, Any]:
         out[d.name] = {**info, **out.get(d.name, {})}
     from .pretrain_ablations import ABLATION_RECIPES, collect_results
 
-    if profile in ABLATION_RECIPES:  # Table 4's runs (drdpgan.pretrain_ablations): which have finished
+    finished = [x["run"] for x in collect_results(profile)] if profile in ABLATION_RECIPES else []
+    if finished or "ablations" in out:  # Table 4's runs (drdpgan.pretrain_ablations): which have finished
         r = ABLATION_RECIPES[profile]
-        out["ablations"] = {"finished": [x["run"] for x in collect_results(profile)],
-                            "total": len(r["experiments"]) * len(r["seeds"])}
+        out["ablations"] = {"finished": finished, "total": len(r["experiments"]) * len(r["seeds"])}
     return out
 
 

@@ -157,3 +157,16 @@ def test_notebook_13_gets_the_pretrained_runs_only_when_all_have_finished(toy_re
     assert [(r["run"], r["commit"], r["dirty"]) for r in got] == [
         ("exp2-seed0", "abc", False), ("exp2-seed1", "abc", False), ("exp7-seed0", "abc", False),
         ("exp7-seed1", "def", True)]
+
+
+def test_status_lists_the_finished_runs_only_once_there_are_any(toy_recipe, monkeypatch):
+    import drdpgan.pretrain as pretrain
+
+    pa, root = toy_recipe["pa"], toy_recipe["root"]
+    monkeypatch.setenv("DRDPGAN_ARTIFACTS", str(root / "none"))
+    assert "ablations" not in pretrain.status("toy")
+    d = root / "pretrain_state" / "toy" / "ablations" / pa.run_name(7, 1)
+    d.mkdir(parents=True)
+    (d / "result.json").write_text(json.dumps({"experiment": 7, "seed": 1}))
+    (d / "provenance.jsonl").write_text('{"commit": "abc"}\n')
+    assert pretrain.status("toy")["ablations"] == {"finished": ["exp7-seed1"], "total": 4}
