@@ -23,7 +23,6 @@ as an AES-CTR ciphertext is to anyone without the key) come from stream 3.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import torch
@@ -48,16 +47,9 @@ from .losses import (
 )
 from .models.drdpgan import DRDPGAN
 from .models.extractor import add_channel_noise, information_hiding_loss
-from .repro import make_generator
+from .repro import make_generator, step_seed  # step_seed: the training streams, documented there
 
 __all__ = ["step_seed", "recover_teacher_forced", "generator_objective", "diagnostics", "judge_losses"]
-
-
-def step_seed(seed: int, step: int, stream: int) -> int:
-    """A distinct non-negative 63-bit seed per (run seed, step, stream): 0 fake identity, 1 Eq. 13
-    noise, 2 dropout, 3 a keyed model's carrier bits, 4 the sharing distortion."""
-    h = hashlib.sha256(f"drdpgan-train/{seed}/{step}/{stream}".encode()).digest()
-    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
 
 
 def recover_teacher_forced(model: DRDPGAN, x_anon: torch.Tensor, bits: torch.Tensor,

@@ -97,7 +97,8 @@ def pretrain_ablation(profile: str, experiment: int, seed: int, progress: bool =
     """Train (or resume) and measure one Table 4 run; its result, or None when ``max_seconds`` ran out first (the
     run then has a checkpoint to go on from)."""
     from .experiment import TrainedDRDPGAN
-    from .pretrain_drdpgan import DRDPGAN_RECIPES, _code_stage, _faces, _mapper_stage, _sample, build_model, quick_metrics
+    from .pretrain_drdpgan import (DRDPGAN_RECIPES, _code_stage, _faces, _mapper_stage, _sample, build_model,
+                                   quick_metrics)
     from .protocol import ABLATIONS, ablation_metrics
     from .train_drdpgan import train_drdpgan
 

@@ -110,6 +110,15 @@ def make_generator(seed: int) -> torch.Generator:
     return g
 
 
+def step_seed(seed: int, step: int, stream: int) -> int:
+    """A distinct non-negative 63-bit seed per (run seed, step, stream), a function of those alone (so a resumed
+    run draws what an uninterrupted one would). DR-DPGAN's training (:mod:`drdpgan.objective`): 0 fake identity,
+    1 Eq. 13 noise, 2 dropout, 3 a keyed model's carrier bits, 4 the sharing distortion; StyleGAN2's
+    (:mod:`drdpgan.train_stylegan2`): 5 the mirrored reals."""
+    h = hashlib.sha256(f"drdpgan-train/{seed}/{step}/{stream}".encode()).digest()
+    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+
+
 # --------------------------------------------------------------------------- precision
 
 

@@ -37,7 +37,6 @@ thread count (tested in ``tests/test_stylegan2.py``, tolerance: exact equality).
 from __future__ import annotations
 
 import copy
-import hashlib
 import io
 import json
 import math
@@ -59,7 +58,7 @@ from .augment import diff_augment, parse_policy
 from .losses import adversarial_loss, discriminator_logistic_loss
 from .models.discriminator import StyleGAN2Discriminator
 from .models.stylegan2 import StyleGAN2Config, StyleGAN2Generator
-from .repro import atomic_write_bytes, atomic_write_json, batched, make_generator, resolve_precision
+from .repro import atomic_write_bytes, atomic_write_json, batched, make_generator, resolve_precision, step_seed
 from .loop import Every, StepLoop
 from .runlog import (CSVLog, DictConfig, EpochSampler, checkpoint_dir, latest_checkpoint, load_states, rewrite_csv_upto,
                      save_rotating, states_of)
@@ -361,10 +360,10 @@ def _gan_step(nets: Mapping[str, Any], reals: torch.Tensor, tcfg: TrainConfig, s
 
 
 def xflip_rows(x: torch.Tensor, seed: int, step: int) -> torch.Tensor:
-    """``x`` (B, C, H, W) with each row flipped left-right with probability 0.5 (``TrainConfig.xflip``); which rows is
-    a function of ``(seed, step)`` alone (a generator seeded from their hash), so a resumed run draws the same."""
-    h = hashlib.sha256(f"stylegan2-xflip/{int(seed)}/{int(step)}".encode()).digest()
-    flip = torch.rand(x.shape[0], generator=make_generator(int.from_bytes(h[:8], "little") & ((1 << 63) - 1))) < 0.5
+    """``x`` (B, C, H, W) with each row flipped left-right with probability 0.5 (``TrainConfig.xflip``); which rows
+    is a function of ``(seed, step)`` alone (:func:`~drdpgan.repro.step_seed`, stream 5): a resumed run draws the
+    same."""
+    flip = torch.rand(x.shape[0], generator=make_generator(step_seed(seed, step, 5))) < 0.5
     return torch.where(flip[:, None, None, None].to(x.device), x.flip(-1), x)
 
 

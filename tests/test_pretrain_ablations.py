@@ -93,7 +93,8 @@ def test_every_run_trains_to_the_budget_from_its_seed_and_survives_a_lost_artifa
         (6, {"use_fid_control": True, "use_3d_prior": True, "use_encoder_control": True})]
     assert [m[1:] for m in toy_recipe["measured"]] == [(1, 4, r) for r in runs]
     # the exp2-seed0 run resumed its step-1 checkpoint: its loss log holds each step once
-    assert pd.read_csv(root / "artifacts" / "toy" / "ablations" / "exp2-seed0" / "losses.csv")["step"].tolist() == [1, 2, 3]
+    log = root / "artifacts" / "toy" / "ablations" / "exp2-seed0" / "losses.csv"
+    assert pd.read_csv(log)["step"].tolist() == [1, 2, 3]
 
     results = pa.collect_results("toy")
     assert [r["run"] for r in results] == runs and all(r["commit"] == "c0ffee" for r in results)
