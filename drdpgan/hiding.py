@@ -242,8 +242,18 @@ class HidingTrainConfig:
     noise_sigma: float = 0.02  # sigma of eps in Eq. 13 (images in [-1, 1])
     lambda_info: float = 5.0  # Sec. 4.1.2's weight of L_info
     lambda_l1: float = 1.0  # keeps X_hide close to X
+    # StegaStamp's warm-up: the first half of these steps train with L_info alone, the L1 weight then ramps
+    # linearly from 0 to lambda_l1 over the second half (0: the L1 at its weight from the first step)
+    info_warmup_steps: int = 0
     eval_every: int = 25
     num_threads: int = 0
+
+
+def l1_ramp(step: int, warmup_steps: int) -> float:
+    """The L1 term's factor at ``step`` (counted from 1) under a warm-up of ``warmup_steps``: 0 through the first
+    half, then linear to 1 at the warm-up's last step, 1 after it (and always 1 when ``warmup_steps`` is 0)."""
+    half = warmup_steps / 2
+    return 1.0 if warmup_steps <= 0 else min(1.0, max(0.0, (step - half) / half))
 
 
 def train_hiding(
@@ -282,7 +292,7 @@ def train_hiding(
             logits = extractor(y)  # Eq. 14
             l_info = information_hiding_loss(logits, v)  # Eq. 15
             l_l1 = (x_hide - x).abs().mean()
-            loss = tcfg.lambda_info * l_info + tcfg.lambda_l1 * l_l1
+            loss = tcfg.lambda_info * l_info + tcfg.lambda_l1 * l1_ramp(step, tcfg.info_warmup_steps) * l_l1
             lv = _update(opt, loss, "hiding", step)
             hist["step_loss"].append(lv)
             hist["step_info"].append(float(l_info.detach()))

@@ -139,6 +139,7 @@ class ParamsIdentityHiding:
     noise_sigma: float = 0.02  # sigma of the Gaussian noise of Eq. 13 while training (images in [-1, 1])
     lambda_info: float = 5.0  # weight of L_info (Sec. 4.1.2)
     lambda_l1: float = 1.0  # weight of the L1 term keeping the carrying image close to the face
+    info_warmup_steps: int = 0  # StegaStamp's warm-up: L_info alone for half of these steps, then the L1 ramped in
     carrier_strength: float = 0.1  # the carrier changes a pixel value by at most this much
     carrier_channels: int = 16
     extractor_channels: int = 16  # E_P's first-layer width (doubling per level)
