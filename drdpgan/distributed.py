@@ -35,7 +35,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["init_from_env", "world_size", "rank", "is_main", "shard_rows", "average_gradients",
-           "average_scalars", "broadcast_parameters", "barrier", "main_first", "sharded_draws", "draw_rows"]
+           "average_scalars", "broadcast_parameters", "barrier", "shutdown", "main_first", "sharded_draws", "draw_rows"]
 
 #: (global batch, this process's rows) while :func:`sharded_draws` is active
 _SHARD: ContextVar[tuple[int, slice] | None] = ContextVar("drdpgan_shard", default=None)
@@ -127,6 +127,16 @@ def broadcast_parameters(*modules: torch.nn.Module) -> None:
 def barrier() -> None:
     if world_size() > 1:
         dist.barrier()
+
+
+def shutdown() -> None:
+    """Leave the process group at the end of a run: a barrier, so that no process tears its gloo communicator down
+    while a peer is still inside a collective or still writing (rank 0 writes last), then
+    ``destroy_process_group``. A no-op outside torchrun. (A worker that skipped both aborted once in the tests with
+    "terminate called without an active exception"; torch also warns about a group never destroyed.)"""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 @contextlib.contextmanager

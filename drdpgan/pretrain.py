@@ -806,6 +806,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stashed step {info['step']} in {run_stash.stash_dir(a.profile, a.what)}: commit it", flush=True)
     if ddp.is_main():
         print(json.dumps(metrics, indent=1, default=float))
+    ddp.shutdown()
     return 0
 
 

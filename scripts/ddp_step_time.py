@@ -39,5 +39,4 @@ train_drdpgan(model, faces, cfg, out, progress=False)
 if ddp.is_main():
     sec = float(pd.read_csv(out / "losses.csv")["sec_per_step"].iloc[2:].median())
     print(f"world {ddp.world_size()}: {sec:.3f} s/step, {cfg.batch_size / sec:.2f} images/s (global batch {cfg.batch_size})")
-if ddp.world_size() > 1:
-    torch.distributed.destroy_process_group()
+ddp.shutdown()

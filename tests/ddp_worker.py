@@ -54,8 +54,7 @@ if "fit" in sys.argv[4:]:  # the priors' loop (train_priors._fit) on a BatchNorm
                 generators={"augment": gen})
     if ddp.is_main():
         json.dump(hist["step_loss"], open(f"{out}/step_loss.json", "w"))
-    if ddp.world_size() > 1:
-        torch.distributed.destroy_process_group()
+    ddp.shutdown()
     sys.exit(0)
 if "stylegan2" in sys.argv[4:]:
     from drdpgan.models.stylegan2 import StyleGAN2Config
@@ -67,8 +66,7 @@ if "stylegan2" in sys.argv[4:]:
                        num_samples=4, log_every=1, seed=7, diffaugment="color,translation,cutout",
                        style_mixing_prob=0.9)
     train_stylegan2(ToyCircles(n=16, resolution=32, seed=0), gcfg, tcfg, out, progress=False)
-    if ddp.world_size() > 1:
-        torch.distributed.destroy_process_group()
+    ddp.shutdown()
     sys.exit(0)
 cfg = DRDPGANTrainConfig(steps=steps, batch_size=4, log_every=1, checkpoint_every=100, r1_every=2, seed=3,
                          critic_base_channels=4, critic_max_channels=8, stop_after=stop_after,
@@ -84,5 +82,4 @@ if exact:
         torch.manual_seed(cfg.seed)
         C = StyleGAN2Discriminator(dataclasses.replace(model.generator.cfg, mbstd_num_channels=0))
 train_drdpgan(model, ToyCircles(n=16, resolution=RES, seed=0), cfg, out, progress=False, discriminator=C)
-if ddp.world_size() > 1:
-    torch.distributed.destroy_process_group()
+ddp.shutdown()

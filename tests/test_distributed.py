@@ -45,6 +45,7 @@ def test_outside_torchrun_the_helpers_are_the_identity():
     p.grad = torch.full((3,), 2.0)
     ddp.average_gradients([p])
     assert torch.equal(p.grad, torch.full((3,), 2.0))
+    ddp.shutdown()  # no process group: nothing to leave
 
 
 #: largest relative difference of any logged term over 4 steps between 1 and 2 processes (global batch 4) with
