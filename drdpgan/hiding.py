@@ -60,6 +60,7 @@ from .models.binary_code import (
 )
 from .models.extractor import ExtractorConfig, PasswordExtractor, add_channel_noise, information_hiding_loss
 from .loop import Every, StepLoop
+from .losses import warmup_l1_factor
 from .models.hiding_carrier import HidingCarrier, HidingCarrierConfig
 from .evaluate import psnr
 from .repro import batched, make_generator
@@ -249,13 +250,6 @@ class HidingTrainConfig:
     num_threads: int = 0
 
 
-def l1_ramp(step: int, warmup_steps: int) -> float:
-    """The L1 term's factor at ``step`` (counted from 1) under a warm-up of ``warmup_steps``: 0 through the first
-    half, then linear to 1 at the warm-up's last step, 1 after it (and always 1 when ``warmup_steps`` is 0)."""
-    half = warmup_steps / 2
-    return 1.0 if warmup_steps <= 0 else min(1.0, max(0.0, (step - half) / half))
-
-
 def train_hiding(
     images: torch.Tensor,
     bits_pool: torch.Tensor,
@@ -292,7 +286,7 @@ def train_hiding(
             logits = extractor(y)  # Eq. 14
             l_info = information_hiding_loss(logits, v)  # Eq. 15
             l_l1 = (x_hide - x).abs().mean()
-            loss = tcfg.lambda_info * l_info + tcfg.lambda_l1 * l1_ramp(step, tcfg.info_warmup_steps) * l_l1
+            loss = tcfg.lambda_info * l_info + tcfg.lambda_l1 * warmup_l1_factor(step, tcfg.info_warmup_steps) * l_l1
             lv = _update(opt, loss, "hiding", step)
             hist["step_loss"].append(lv)
             hist["step_info"].append(float(l_info.detach()))

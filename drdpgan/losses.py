@@ -140,3 +140,12 @@ def total_loss(parts: dict[str, torch.Tensor], weights: LossWeights) -> torch.Te
     for k, v in parts.items():
         total = total + getattr(weights, k) * v
     return total
+
+
+def warmup_l1_factor(step: int, warmup_steps: int) -> float:
+    """StegaStamp's warm-up of the image term: its weight factor at ``step`` of a warm-up of ``warmup_steps``, 0
+    while ``step <= warmup_steps / 2``, then linear, reaching 1 at ``step = warmup_steps`` and staying there (always
+    1 when ``warmup_steps`` is 0). The secret loss trains alone first, then the image term is ramped in. Used by
+    DR-DPGAN's hiding warm-up (step counted from 0) and notebook 06's stand-in carrier (from 1)."""
+    half = warmup_steps / 2
+    return 1.0 if warmup_steps <= 0 else min(1.0, max(0.0, (step - half) / half))

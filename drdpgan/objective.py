@@ -44,6 +44,7 @@ from .losses import (
     perceptual_distance,
     region_l1,
     total_loss,
+    warmup_l1_factor,
 )
 from .models.drdpgan import DRDPGAN
 from .models.extractor import add_channel_noise, information_hiding_loss
@@ -125,7 +126,7 @@ def generator_objective(model: DRDPGAN, C: nn.Module, critic: nn.Module, x: torc
         # warm-up (StegaStamp): the hiding channel alone, Eq. 15, for the first half; then the anonymization L1
         # ramped in linearly to its weight (or at its weight throughout: hiding_warmup_l1_ramp False); no
         # recovery pass and no judges, about half a full step
-        ramp = min(1.0, max(0.0, (step - warm / 2) / (warm / 2))) if cfg.hiding_warmup_l1_ramp else 1.0
+        ramp = warmup_l1_factor(step, warm) if cfg.hiding_warmup_l1_ramp else 1.0
         terms = {"ano_info": information_hiding_loss(logits_bits, hidden), "anon_pixel": (x_anon - x).abs().mean()}
         w_l1 = cfg.w_anon_pixel if cfg.hiding_warmup_w_anon_pixel is None else cfg.hiding_warmup_w_anon_pixel
         return {"loss_G": w.info * terms["ano_info"] + ramp * w_l1 * terms["anon_pixel"], "terms": terms,

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from drdpgan import hiding
+from drdpgan.losses import warmup_l1_factor
 from drdpgan.models.binary_code import BinaryCodeConfig, BinaryCodeDecoder, mean_threshold_quantize
 from drdpgan.models.extractor import ExtractorConfig
 from drdpgan.models.hiding_carrier import HidingCarrier, HidingCarrierConfig
@@ -88,14 +89,14 @@ def test_hiding_training_is_deterministic_and_leaves_global_rng_alone():
 
 
 def test_info_warmup_schedule_and_loss():
-    assert [hiding.l1_ramp(s, 0) for s in (1, 50)] == [1.0, 1.0]
+    assert [warmup_l1_factor(s, 0) for s in (1, 50)] == [1.0, 1.0]
     # warm-up 8: L_info alone for steps 1-4, then the L1 factor 0.25, 0.5, 0.75, 1 at steps 5-8, 1 after
-    assert [hiding.l1_ramp(s, 8) for s in range(1, 11)] == [0, 0, 0, 0, 0.25, 0.5, 0.75, 1, 1, 1]
+    assert [warmup_l1_factor(s, 8) for s in range(1, 11)] == [0, 0, 0, 0, 0.25, 0.5, 0.75, 1, 1, 1]
     images, pool = _toy(32, 4)
     _, _, h = hiding.train_hiding(images, pool, *_cfgs(steps=8, info_warmup_steps=8), progress=False)
     lam = hiding.HidingTrainConfig().lambda_info
     for s in range(8):  # the logged loss is lambda_info * L_info + ramp * L1, step by step
-        want = lam * h["step_info"][s] + hiding.l1_ramp(s + 1, 8) * h["step_l1"][s]
+        want = lam * h["step_info"][s] + warmup_l1_factor(s + 1, 8) * h["step_l1"][s]
         assert h["step_loss"][s] == pytest.approx(want, rel=1e-5)
     _, _, h0 = hiding.train_hiding(images, pool, *_cfgs(steps=8), progress=False)
     assert h0["step_loss"][0] == pytest.approx(lam * h0["step_info"][0] + h0["step_l1"][0], rel=1e-5)
