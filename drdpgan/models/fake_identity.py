@@ -19,7 +19,8 @@ Reading of Algorithm 1 used here: the MLP's parameters are the *shared* starting
 input image gets its own copy of them that the steps update (batched as per-sample weight
 tensors), so one image's optimisation never moves another's fake, and a sample whose cosine is
 already in the band stops (its hinge and gradient are zero there anyway). Unguided (ablation),
-the fake is the MLP's output for ``z`` with no step at all.
+the fake is the MLP's output for ``z`` with no step at all; with a bank of identities (a departure,
+``bank_size``), unguided snapping and picking ignore the band around ``F_id`` too.
 """
 
 from __future__ import annotations
@@ -76,34 +77,42 @@ class FakeIdentityGenerator(nn.Module):
                              f"got {tuple(identities.shape)}")
         self.bank.copy_(F.normalize(identities.detach().float(), dim=-1))
 
-    def snap_to_bank(self, fake: torch.Tensor, f_id: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _allowed(self, f_id: torch.Tensor, guided: bool = True) -> torch.Tensor:
+        """(B, N) the bank identities each fake may become. Guided by ``F_id`` (Table 4's control of F_id): those
+        whose cosine to ``f_id`` lies in ``[s_min, s_max]``, all of them for a row where none does. Unguided (the
+        ablation): every bank identity, whatever its cosine to ``f_id``."""
+        if float(self.bank.abs().sum()) == 0:
+            raise RuntimeError("the fake identity bank is empty: set_bank() first (drdpgan.latent_inversion)")
+        if not guided:
+            return torch.ones(f_id.shape[0], self.bank.shape[0], dtype=torch.bool, device=self.bank.device)
+        to_real = f_id @ self.bank.T  # (B, N)
+        band = (to_real >= self.cfg.s_min) & (to_real <= self.cfg.s_max)
+        return band | ~band.any(dim=1, keepdim=True)  # a row with nothing in the band takes the nearest overall
+
+    def snap_to_bank(self, fake: torch.Tensor, f_id: torch.Tensor, guided: bool = True
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Each fake (B, D) -> the bank identity nearest to it among those whose cosine to ``f_id`` lies in
-        ``[s_min, s_max]`` (all of them when none does); returns ``(snapped (B, D), index (B,))``.
+        ``[s_min, s_max]`` (all of them when none does; any of them unguided, :meth:`_allowed`); returns
+        ``(snapped (B, D), index (B,))``.
 
         Alg. 1's fakes are directions no face has: E_MLP, taught on real faces, renders them all near one
         face (README, "DR-DPGAN itself"); the bank's are identities of faces the generator makes."""
-        if float(self.bank.abs().sum()) == 0:
-            raise RuntimeError("the fake identity bank is empty: set_bank() first (drdpgan.latent_inversion)")
-        to_real = f_id @ self.bank.T  # (B, N)
-        band = (to_real >= self.cfg.s_min) & (to_real <= self.cfg.s_max)
-        band = band | ~band.any(dim=1, keepdim=True)  # a row with nothing in the band takes the nearest overall
+        band = self._allowed(f_id, guided)
         score = (fake @ self.bank.T).masked_fill(~band, float("-inf"))
         idx = score.argmax(dim=1)
         return self.bank[idx], idx
 
-    def pick_from_bank(self, z: torch.Tensor, f_id: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def pick_from_bank(self, z: torch.Tensor, f_id: torch.Tensor, guided: bool = True
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """``bank_pick="uniform"``: the noise ``z`` (B, d) picks one of the bank identities whose cosine to ``f_id``
-        lies in ``[s_min, s_max]`` (all of them when none does), uniformly: ``u = Phi(z[:, 0])`` is uniform in (0, 1)
-        and indexes the in-band identities in bank order. Returns ``(fake (B, D), index (B,))``.
+        lies in ``[s_min, s_max]`` (all of them when none does; any of them unguided, :meth:`_allowed`), uniformly:
+        ``u = Phi(z[:, 0])`` is uniform in (0, 1) and indexes the allowed identities in bank order. Returns
+        ``(fake (B, D), index (B,))``.
 
         Nearest-snapping inherits Alg. 1's clustering: its fakes have pairwise cosine 0.40-0.44 (real faces 0.07),
         so their nearest in-band identities are a handful of look-alike faces and the anonymized faces of cpu
         diagnostics looked like one face (README)."""
-        if float(self.bank.abs().sum()) == 0:
-            raise RuntimeError("the fake identity bank is empty: set_bank() first (drdpgan.latent_inversion)")
-        to_real = f_id @ self.bank.T  # (B, N)
-        band = (to_real >= self.cfg.s_min) & (to_real <= self.cfg.s_max)
-        band = band | ~band.any(dim=1, keepdim=True)
+        band = self._allowed(f_id, guided)
         count = band.sum(dim=1)  # (B,) >= 1
         u = torch.special.ndtr(z[:, 0].float().to(f_id.device))  # (B,) uniform in (0, 1)
         k = (u * count).long().clamp(max=count - 1)  # the k-th in-band identity, 0-based
@@ -147,7 +156,7 @@ class FakeIdentityGenerator(nn.Module):
             z = self.sample_noise(b, generator).to(f_id.device)
         used = torch.zeros(b, dtype=torch.long)
         if cfg.bank_size > 0 and cfg.bank_pick == "uniform":
-            fake, _ = self.pick_from_bank(z, f_id)
+            fake, _ = self.pick_from_bank(z, f_id, guided)
             cos = (fake * f_id).sum(-1)
             return {"fake": fake, "cos": cos, "steps": used, "in_band": (cos >= cfg.s_min) & (cos <= cfg.s_max)}
         with torch.no_grad():
@@ -178,7 +187,7 @@ class FakeIdentityGenerator(nn.Module):
                 with torch.no_grad():
                     fake = self._mlp(z, *params)
         if cfg.bank_size > 0:
-            fake, _ = self.snap_to_bank(fake, f_id)
+            fake, _ = self.snap_to_bank(fake, f_id, guided)
         cos = (fake * f_id).sum(-1)
         return {"fake": fake, "cos": cos, "steps": used,
                 "in_band": (cos >= cfg.s_min) & (cos <= cfg.s_max)}
