@@ -42,7 +42,7 @@ ecfg = ExtractorConfig(resolution=res, code_bits=p["code_bits"], base_channels=p
 tcfg = hiding.HidingTrainConfig(seed=p["seed"], steps=p["hide_steps"], batch_size=p["hide_batch_size"],
                                 lr=p["hide_lr"], noise_sigma=p["noise_sigma"], lambda_info=p["lambda_info"],
                                 lambda_l1=p["lambda_l1"], eval_every=p["eval_every"],
-                                info_warmup_steps=p.get("info_warmup_steps", 0))
+                                info_warmup_steps=p["info_warmup_steps"])
 n_eval = int(os.environ.get("N_EVAL", "512"))
 held = {"images": x_held[:n_eval], "bits": bits_held[:n_eval], "f_id": f_held[:n_eval], "decoder": decoder}
 carrier, extractor, hist = hiding.train_hiding(x_train, bits_train, ccfg, ecfg, tcfg, eval_set=held, progress=False)
