@@ -12,7 +12,9 @@ import hashlib
 import io
 import json
 import os
+import platform
 import random
+import re
 import shutil
 import tempfile
 import time
@@ -133,11 +135,34 @@ def bf16_is_fast(device_type: str = "cpu") -> bool:
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device_type != "cpu":
         return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
+    flags = _cpuinfo()[1]
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@functools.lru_cache(maxsize=None)
+def _cpuinfo() -> tuple[str, frozenset[str]]:
+    """``(model name, flags)`` of this machine's first CPU from Linux ``/proc/cpuinfo`` (``("", {})`` elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "", frozenset()
+    model = re.search(r"^model name\s*:\s*(.*)$", text, re.M)
+    flags = re.search(r"^flags\s*:\s*(.*)$", text, re.M)
+    return (model.group(1).strip() if model else ""), frozenset(flags.group(1).split() if flags else ())
+
+
+#: The CPU features that change which kernels torch and oneDNN run (and so the last digits of a trained number).
+KERNEL_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def cpu_setting() -> dict[str, Any]:
+    """What decides the arithmetic of a CPU run here: the CPU model, its kernel-relevant flags, torch's
+    thread count and version, and the environment variables that cap the kernels' instruction set."""
+    model, flags = _cpuinfo()
+    return {"cpu": model or platform.processor() or platform.machine(),
+            "flags": [f for f in KERNEL_FLAGS if f in flags],
+            "threads": torch.get_num_threads(), "torch": torch.__version__,
+            **{v: os.environ.get(v, "") for v in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "OMP_NUM_THREADS")}}
 
 
 def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
