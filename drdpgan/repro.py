@@ -139,7 +139,6 @@ def bf16_is_fast(device_type: str = "cpu") -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-@functools.lru_cache(maxsize=None)
 def _cpuinfo() -> tuple[str, frozenset[str]]:
     """``(model name, flags)`` of this machine's first CPU from Linux ``/proc/cpuinfo`` (``("", {})`` elsewhere)."""
     try:
