@@ -149,6 +149,26 @@ def test_auto_precision_is_bf16_only_on_bf16_hardware(monkeypatch, tmp_path):
     assert repro.resolve_precision("auto", "meta") == "fp32"  # no bf16 hardware known off the CPU and CUDA
 
 
+def test_cpu_setting_names_the_model_the_kernel_flags_and_the_caps(monkeypatch, tmp_path):
+    import drdpgan.repro as repro
+
+    cpuinfo = tmp_path / "cpuinfo"
+    real_path = repro.Path
+    monkeypatch.setattr(repro, "Path", lambda p, *rest: real_path(cpuinfo) if str(p) == "/proc/cpuinfo"
+                        else real_path(p, *rest))
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Some Xeon(R) 8480\nflags\t\t: fpu avx2 amx_bf16 amx_tile sse\n"
+                       "processor\t: 1\nmodel name\t: Some Xeon(R) 8480\nflags\t\t: fpu avx2 amx_bf16 amx_tile sse\n")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    got = repro.cpu_setting()
+    assert got["cpu"] == "Some Xeon(R) 8480" and got["flags"] == ["avx2", "amx_tile", "amx_bf16"]
+    assert got["ATEN_CPU_CAPABILITY"] == "avx2" and got["ONEDNN_MAX_CPU_ISA"] == ""
+    assert got["threads"] == torch.get_num_threads() and got["torch"] == torch.__version__
+    json.dumps(got)  # stored in the metric reference as it is
+    cpuinfo.unlink()  # no /proc/cpuinfo (another OS): the platform's name, no flags
+    assert repro.cpu_setting()["flags"] == [] and repro.cpu_setting()["cpu"]
+
+
 def test_the_pretraining_recipes_pick_their_precision_by_hardware():
     from drdpgan.pretrain import STYLEGAN2_RECIPES
     from drdpgan.pretrain_drdpgan import DRDPGAN_RECIPES
