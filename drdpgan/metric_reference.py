@@ -55,7 +55,7 @@ SPREAD_FACTOR = 2.0
 CONTINUOUS_FLOOR = 1.1e-4
 
 #: Smoke runs with one network's training switched off: the value of each key for a model that did
-#: not train. ``build`` refuses (excludes, with the numbers) a key whose tolerance reaches any of them.
+#: not train. :func:`rebuild` refuses (excludes, with the numbers) a key whose tolerance reaches any of them.
 UNTRAINED_FILE = project_root() / "tests" / "smoke_metrics_untrained.json"
 
 _SATURATED = ("the smoke evaluator maps every smoke image to nearly one embedding (cosine >= 0.9998 for any "
@@ -175,7 +175,7 @@ def run_smoke(out_dir: Path, progress: bool = False) -> dict[str, float]:
     with temporary_environ(DRDPGAN_ARTIFACTS=str(out_dir / "artifacts")):
         run_pipeline("smoke", out_root=out_dir / "reports", html=False, progress=progress)
     atomic_write_json(out_dir / "setting.json", cpu_setting())
-    return json.loads((out_dir / "reports" / "smoke" / "metrics.json").read_text())
+    return json.loads(_run_metrics(out_dir).read_text())
 
 
 def compare(metrics: Mapping[str, float], compared: Mapping[str, Tolerance]) -> list[str]:
@@ -191,11 +191,14 @@ def compare(metrics: Mapping[str, float], compared: Mapping[str, Tolerance]) -> 
     return problems
 
 
+def _run_metrics(run_dir: Path) -> Path:
+    """Where :func:`run_smoke` left the merged metrics of the run in ``run_dir``."""
+    return Path(run_dir) / "reports" / "smoke" / "metrics.json"
+
+
 def spread_table(run_dirs: list[Path]) -> list[dict]:
     """Per key: the values of each run, their mean and max - min."""
-    runs = {}
-    for d in run_dirs:
-        runs[Path(d).name] = json.loads((Path(d) / "reports" / "smoke" / "metrics.json").read_text())
+    runs = {Path(d).name: json.loads(_run_metrics(d).read_text()) for d in run_dirs}
     keys = sorted(set().union(*[set(m) for m in runs.values()]))
     rows = []
     for k in keys:
@@ -209,7 +212,7 @@ def spread_table(run_dirs: list[Path]) -> list[dict]:
 def observation_of_run(run_dir: Path, name: str | None = None) -> dict:
     """A complete observation from one :func:`run_smoke` folder: every key it recorded, with its setting."""
     run_dir = Path(run_dir)
-    metrics_file = run_dir / "reports" / "smoke" / "metrics.json"
+    metrics_file = _run_metrics(run_dir)
     setting_file = run_dir / "setting.json"
     for f in (metrics_file, setting_file):
         if not f.is_file():

@@ -28,7 +28,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -40,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from .notebook_params import evaluator_config, identity_encoder_config, prior3d_config, stylegan2_config
-from .repro import artifacts_root, bf16_is_fast, project_root
+from .repro import artifacts_root, bf16_is_fast, cpu_setting, project_root
 
 __all__ = ["STYLEGAN2_RECIPES", "PRIOR_RECIPES", "work_dir", "record_provenance", "pretrain_stylegan2",
            "pretraining_faces", "pretrain_prior", "main"]
@@ -284,9 +283,7 @@ def record_provenance(out: Path, event: dict[str, Any]) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     rec = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **(_START_STATE or code_state()),
            "command": " ".join([Path(sys.executable).name, "-m", "drdpgan.pretrain", *sys.argv[1:]]),
-           "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                       "torch": torch.__version__, "threads": torch.get_num_threads(),
-                       "device": _DEVICE, **_device_name(),
+           "machine": {**cpu_setting(), "cores": os.cpu_count(), "device": _DEVICE, **_device_name(),
                        "bf16_hardware": bf16_is_fast(torch.device(_DEVICE).type)}, **event}
     with open(out / "provenance.jsonl", "a") as f:
         f.write(json.dumps(rec) + "\n")

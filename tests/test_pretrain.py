@@ -18,6 +18,10 @@ def test_provenance_records_commit_and_cleanliness(tmp_path, monkeypatch):
     assert [line["start_step"] for line in lines] == [0, 100]
     assert rec["commit"] == "abc123" and rec["dirty"] is False and "drdpgan.pretrain" in rec["command"]
     assert rec["machine"]["device"] == "cpu" and rec["machine"]["threads"] >= 1
+    from drdpgan.repro import cpu_setting
+
+    assert {k: rec["machine"][k] for k in ("cpu", "flags", "torch")} == {k: cpu_setting()[k] for k in ("cpu", "flags",
+                                                                                                      "torch")}
 
 
 def test_code_state_is_this_checkout():
